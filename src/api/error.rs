@@ -1,0 +1,239 @@
+//! Every error the API answers, in Coder's shape `{message, detail?, validations?}`, mapped from
+//! the lower layers' errors in one place. HTTP status codes appear here and nowhere else.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+use crate::domain::Validations;
+use crate::store::StoreError;
+
+/// Shown when something is missing or not visible to the caller (never says which).
+pub const NOT_FOUND_MESSAGE: &str = "Resource not found or you do not have access to this resource";
+
+/// One failed field rule.
+#[derive(Debug, Clone, Object)]
+pub struct ValidationError {
+    pub field: String,
+    pub detail: String,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    pub message: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub detail: Option<String>,
+    #[oai(skip_serializing_if_is_empty, default)]
+    pub validations: Vec<ValidationError>,
+}
+
+impl ErrorBody {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            detail: None,
+            validations: Vec::new(),
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_validations(mut self, validations: Validations) -> Self {
+        self.validations = validations
+            .0
+            .into_iter()
+            .map(|v| ValidationError {
+                field: v.field,
+                detail: v.detail,
+            })
+            .collect();
+        self
+    }
+}
+
+/// An error answer. Handlers return `Result<_, ApiError>`; extractors return it inside a
+/// `poem::Error`, which renders the same way.
+#[derive(Debug, Clone, ApiResponse)]
+pub enum ApiError {
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>),
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    #[oai(status = 412)]
+    PreconditionFailed(Json<ErrorBody>),
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(Json(ErrorBody::new(message)))
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::Unauthorized(Json(ErrorBody::new(message)))
+    }
+    pub fn forbidden() -> Self {
+        Self::Forbidden(Json(ErrorBody::new("Forbidden.")))
+    }
+    pub fn not_found() -> Self {
+        Self::NotFound(Json(ErrorBody::new(NOT_FOUND_MESSAGE)))
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(Json(ErrorBody::new(message)))
+    }
+    pub fn validation(validations: Validations) -> Self {
+        Self::BadRequest(Json(
+            ErrorBody::new("Validation failed.").with_validations(validations),
+        ))
+    }
+    /// Logs the cause and answers an opaque 500: internals never reach the client.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        Self::internal_message(&error_chain(cause))
+    }
+
+    /// Like [`ApiError::internal`] for causes that are only `Display`.
+    pub fn internal_message(cause: &str) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::Internal(Json(ErrorBody::new("An internal error occurred.")))
+    }
+
+    /// Adds a `detail` to whatever kind of error this is.
+    pub fn with_detail(self, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        self.map_body(|b| b.with_detail(detail))
+    }
+
+    fn map_body(self, f: impl FnOnce(ErrorBody) -> ErrorBody) -> Self {
+        match self {
+            Self::BadRequest(Json(b)) => Self::BadRequest(Json(f(b))),
+            Self::Unauthorized(Json(b)) => Self::Unauthorized(Json(f(b))),
+            Self::Forbidden(Json(b)) => Self::Forbidden(Json(f(b))),
+            Self::NotFound(Json(b)) => Self::NotFound(Json(f(b))),
+            Self::Conflict(Json(b)) => Self::Conflict(Json(f(b))),
+            Self::PreconditionFailed(Json(b)) => Self::PreconditionFailed(Json(f(b))),
+            Self::TooManyRequests(Json(b), h) => Self::TooManyRequests(Json(f(b)), h),
+            Self::Internal(Json(b)) => Self::Internal(Json(f(b))),
+        }
+    }
+
+    fn body(&self) -> &ErrorBody {
+        match self {
+            Self::BadRequest(Json(b))
+            | Self::Unauthorized(Json(b))
+            | Self::Forbidden(Json(b))
+            | Self::NotFound(Json(b))
+            | Self::Conflict(Json(b))
+            | Self::PreconditionFailed(Json(b))
+            | Self::TooManyRequests(Json(b), _)
+            | Self::Internal(Json(b)) => b,
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.body().message)
+    }
+}
+
+impl From<Validations> for ApiError {
+    fn from(v: Validations) -> Self {
+        Self::validation(v)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::not_found(),
+            StoreError::Conflict { message, field } => {
+                let mut body = ErrorBody::new(message.clone());
+                if let Some(field) = field {
+                    let mut v = Validations::new();
+                    v.push(field, message);
+                    body = body.with_validations(v);
+                }
+                Self::Conflict(Json(body))
+            }
+            StoreError::Database(db) => Self::internal(&db),
+        }
+    }
+}
+
+/// Renders errors raised outside handlers (routing, request parsing, extractors) in the same
+/// shape as handler errors. Installed once around the whole app.
+pub async fn render_poem_error(err: poem::Error) -> Response {
+    use poem_openapi::error::{
+        ContentTypeError, ParseParamError, ParsePathError, ParseRequestPayloadError,
+    };
+    if err.is_from_response() {
+        // Already rendered (an `ApiError` raised by an extractor such as `Caller`).
+        return err.into_response();
+    }
+    let error = if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        ApiError::bad_request("Request body must be valid JSON.").with_detail(e.reason.clone())
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        let mut v = Validations::new();
+        v.push(e.name, e.reason.clone());
+        ApiError::BadRequest(Json(
+            ErrorBody::new("Invalid query parameters.").with_validations(v),
+        ))
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        let mut v = Validations::new();
+        v.push(e.name, e.reason.clone());
+        ApiError::BadRequest(Json(
+            ErrorBody::new(format!("Invalid path parameter \"{}\".", e.name)).with_validations(v),
+        ))
+    } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorBody::new("Unsupported Content-Type: send application/json.")
+                .with_detail(e.to_string()),
+        );
+    } else if err.is::<poem::error::NotFoundError>() {
+        return plain(StatusCode::NOT_FOUND, ErrorBody::new("Route not found."));
+    } else if err.is::<poem::error::MethodNotAllowedError>() {
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorBody::new("Method not allowed."),
+        );
+    } else {
+        let status = err.status();
+        if status.is_server_error() {
+            ApiError::internal_message(&err.to_string())
+        } else {
+            return plain(status, ErrorBody::new(err.to_string()));
+        }
+    };
+    error.into_response()
+}
+
+fn plain(status: StatusCode, body: ErrorBody) -> Response {
+    let mut response = Json(body).into_response();
+    response.set_status(status);
+    response
+}

@@ -1,0 +1,83 @@
+//! The HTTP API: `/api/v2` (poem-openapi, Coder-compatible JSON), `/healthz`, the OpenAPI
+//! document and Swagger UI. Handlers are thin: parse into domain types, call the store, map
+//! errors through `error.rs`.
+
+pub mod auth;
+pub mod error;
+pub mod meta;
+pub mod state;
+pub mod users;
+
+use poem::endpoint::BoxEndpoint;
+use poem::http::StatusCode;
+use poem::middleware::{CatchPanic, CookieJarManager};
+use poem::web::Data;
+use poem::{EndpointExt, Route, handler};
+use poem_openapi::{OpenApiService, Tags};
+
+pub use state::AppState;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Build information.
+    General,
+    /// Users and sessions.
+    Users,
+}
+
+type Apis = (meta::MetaApi, users::UsersApi);
+
+/// The OpenAPI service for `/api/v2`; also used to print the document without a server.
+pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            meta::MetaApi {
+                state: state.clone(),
+            },
+            users::UsersApi {
+                state: state.clone(),
+            },
+        ),
+        "provq",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Provisioner job queue with a Coder-compatible admin API.")
+    .server("/api/v2")
+}
+
+/// The OpenAPI document of `/api/v2`, as served at `/api/v2/openapi.json`. Needs no database.
+pub fn openapi_document() -> String {
+    let state = AppState {
+        store: crate::store::Store::from_connection(Default::default()),
+        settings: Default::default(),
+    };
+    openapi_service(&state).spec()
+}
+
+#[handler]
+async fn healthz(Data(state): Data<&AppState>) -> (StatusCode, &'static str) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "OK"),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> BoxEndpoint<'static> {
+    let service = openapi_service(&state);
+    let spec = service.spec_endpoint();
+    let swagger = service.swagger_ui();
+    Route::new()
+        .at("/healthz", healthz)
+        .at("/api/v2/openapi.json", spec)
+        .nest("/api/v2", service)
+        .nest("/swagger", swagger)
+        .data(state)
+        .with(CookieJarManager::new())
+        .catch_all_error(error::render_poem_error)
+        .with(CatchPanic::new())
+        .boxed()
+}

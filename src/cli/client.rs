@@ -1,0 +1,202 @@
+//! The HTTP client every client command uses: base URL, session token, and errors that tell the
+//! operator what to do next.
+
+use std::fmt;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::ClientArgs;
+use super::session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Bad command-line usage discovered after parsing (exit code 2).
+    #[error("error: {0}")]
+    Usage(String),
+    #[error("error: not logged in: run `provq login URL`, or pass --url and --token")]
+    NotLoggedIn,
+    #[error(
+        "error: cannot reach {url}: {reason}\nIs `provq serve` running there? Check --url or run `provq login URL`."
+    )]
+    Unreachable { url: String, reason: String },
+    #[error("{0}")]
+    Api(ApiFailure),
+}
+
+/// An error answer from the server, in Coder's shape.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: StatusCode,
+    pub message: String,
+    pub detail: Option<String>,
+    pub validations: Vec<(String, String)>,
+}
+
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "error: {} ({})", self.message, self.status.as_u16())?;
+        if let Some(detail) = &self.detail {
+            write!(f, "\n  {detail}")?;
+        }
+        for (field, detail) in &self.validations {
+            write!(f, "\n  - {field}: {detail}")?;
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            write!(
+                f,
+                "\nYour session is missing, invalid or expired: run `provq login URL`."
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `url` without credentials (login, first-user set-up).
+    pub fn anonymous(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: url.trim_end_matches('/').to_string(),
+            token: None,
+        }
+    }
+
+    /// A client from flags, environment or the saved session, in that order.
+    pub fn from_args(args: &ClientArgs) -> Result<Self, ClientError> {
+        let saved = session::load();
+        let url = args
+            .url
+            .clone()
+            .or_else(|| saved.as_ref().map(|s| s.url.clone()))
+            .ok_or(ClientError::NotLoggedIn)?;
+        let token = args
+            .token
+            .clone()
+            .or_else(|| saved.map(|s| s.token))
+            .ok_or(ClientError::NotLoggedIn)?;
+        Ok(Self::anonymous(&url).with_token(token))
+    }
+
+    pub fn with_token(mut self, token: String) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request to `/api/v2{path}`; 2xx bodies are decoded into `T`.
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let (status, text) = self.raw(method, path, body).await?;
+        let text = if text.is_empty() {
+            "null".to_string()
+        } else {
+            text
+        };
+        serde_json::from_str(&text).map_err(|e| {
+            ClientError::Api(ApiFailure {
+                status,
+                message: format!("unexpected response: {e}"),
+                detail: None,
+                validations: Vec::new(),
+            })
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send(Method::GET, path, None::<&Value>).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+    ) -> Result<T, ClientError> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// Sends a request and returns status and body text of a 2xx answer.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<(StatusCode, String), ClientError> {
+        let url = format!("{}/api/v2{path}", self.base);
+        let mut request = self.http.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.header("Coder-Session-Token", token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: root_cause(&e),
+        })?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                reason: root_cause(&e),
+            })?;
+        if status.is_success() {
+            return Ok((status, text));
+        }
+        Err(ClientError::Api(parse_failure(status, &text)))
+    }
+}
+
+fn parse_failure(status: StatusCode, text: &str) -> ApiFailure {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let message = body["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| text.trim().to_string());
+    let detail = body["detail"].as_str().map(str::to_string);
+    let validations = body["validations"]
+        .as_array()
+        .map(|vs| {
+            vs.iter()
+                .map(|v| {
+                    (
+                        v["field"].as_str().unwrap_or_default().to_string(),
+                        v["detail"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ApiFailure {
+        status,
+        message,
+        detail,
+        validations,
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

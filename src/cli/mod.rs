@@ -1,0 +1,127 @@
+//! The `provq` command tree. Server commands (`serve`, `migrate`) run in-process; every other
+//! command is an HTTP client of a running server.
+
+mod client;
+mod login;
+mod server;
+mod session;
+mod users;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use client::{Client, ClientError};
+
+/// Exit code of a failed request (contract §8); clap itself exits 2 on bad usage.
+pub const EXIT_REQUEST_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "provq",
+    version,
+    about = "A provisioner job queue daemon with a Coder-compatible admin API",
+    long_about = None,
+    after_help = "Start here:\n  provq serve                          # run the daemon on ./provq.db\n  provq login http://127.0.0.1:8080     # create the first user or log in"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server is and who we are; defaults come from what `provq login` saved.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientArgs {
+    /// Server URL (default: the one `provq login` saved).
+    #[arg(long, env = "PROVQ_URL", global = true)]
+    url: Option<String>,
+    /// Session token (default: the one `provq login` saved).
+    #[arg(
+        long,
+        env = "PROVQ_SESSION_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+/// Options shared by the commands that read the daemon's settings.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Configuration file (default: config/default.toml when it exists).
+    #[arg(long, env = "PROVQ_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL (overrides `database_url`).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: HTTP API, background loops, metrics.
+    #[command(
+        after_help = "Examples:\n  provq serve\n  provq serve --listen 0.0.0.0:8080 --database-url postgres://postgres@127.0.0.1/provq"
+    )]
+    Serve(server::ServeArgs),
+    /// Apply, revert or list database migrations.
+    #[command(subcommand)]
+    Migrate(server::MigrateCommand),
+    /// Print the OpenAPI document of /api/v2.
+    Openapi,
+    /// Log in to a server (creates the first user when there is none) and save the session.
+    #[command(
+        after_help = "Examples:\n  provq login http://127.0.0.1:8080\n  provq login http://127.0.0.1:8080 --username admin --email admin@example.com --password 'S3cure-pass'"
+    )]
+    Login(login::LoginArgs),
+    /// Manage users.
+    #[command(subcommand)]
+    Users(users::UsersCommand),
+}
+
+/// Parses the command line and runs the command; the process exit code comes back.
+pub fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_REQUEST_FAILED);
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => server::serve(args).await,
+        Command::Migrate(cmd) => server::migrate(cmd).await,
+        Command::Openapi => server::print_openapi(),
+        Command::Login(args) => login::run(args).await,
+        Command::Users(cmd) => users::run(cmd).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            let code = match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Usage(_)) => EXIT_USAGE,
+                _ => EXIT_REQUEST_FAILED,
+            };
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn report(error: &anyhow::Error) {
+    if let Some(client) = error.downcast_ref::<ClientError>() {
+        eprintln!("{client}");
+        return;
+    }
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}

@@ -1,0 +1,109 @@
+//! `provq serve`, `provq migrate` and `provq openapi`: the commands that run in-process.
+
+use clap::{Args, Subcommand};
+use migration::{Migrator, MigratorTrait};
+
+use super::ServerArgs;
+use crate::config::{Overrides, Settings};
+use crate::shutdown::{Shutdown, termination_signal};
+use crate::startup::Application;
+use crate::store::Store;
+use crate::telemetry;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// HTTP API address (overrides `listen`); port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Metrics address (overrides `prometheus.listen`); "" disables.
+    #[arg(long)]
+    prometheus_listen: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Apply every pending migration.
+    Up(ServerArgs),
+    /// Revert the last migration (or --steps N).
+    Down {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations and whether each is applied.
+    Status(ServerArgs),
+}
+
+fn load_settings(server: &ServerArgs, mut overrides: Overrides) -> anyhow::Result<Settings> {
+    overrides.database_url = server.database_url.clone();
+    Ok(Settings::load(server.config.as_deref(), &overrides)?)
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = load_settings(
+        &args.server,
+        Overrides {
+            listen: args.listen,
+            prometheus_listen: args.prometheus_listen,
+            database_url: None,
+        },
+    )?;
+    telemetry::init(settings.log_format);
+    let app = Application::build(settings).await?;
+    let shutdown = Shutdown::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        termination_signal().await;
+        tracing::info!("shutdown signal received; finishing in-flight requests");
+        on_signal.cancel();
+    });
+    println!("listening on http://{}", app.local_addr());
+    app.run(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+pub async fn migrate(cmd: MigrateCommand) -> anyhow::Result<()> {
+    let server = match &cmd {
+        MigrateCommand::Up(s) | MigrateCommand::Status(s) => s,
+        MigrateCommand::Down { server, .. } => server,
+    };
+    let settings = load_settings(server, Overrides::default())?;
+    telemetry::init(settings.log_format);
+    let store = Store::connect(&settings).await?;
+    let db = store.connection();
+    match cmd {
+        MigrateCommand::Up(_) => {
+            Migrator::up(db, None).await?;
+            println!("All migrations applied.");
+        }
+        MigrateCommand::Down { steps, .. } => {
+            Migrator::down(db, Some(steps)).await?;
+            println!("Reverted {steps} migration(s).");
+        }
+        MigrateCommand::Status(_) => {
+            let applied: Vec<String> = Migrator::get_applied_migrations(db)
+                .await?
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect();
+            for m in Migrator::migrations() {
+                let state = if applied.iter().any(|a| a == m.name()) {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{state:8} {}", m.name());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn print_openapi() -> anyhow::Result<()> {
+    println!("{}", crate::api::openapi_document());
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Names, e-mail addresses and passwords: the rules users meet when they create accounts and
+//! organizations. Each type can only be built by parsing, so holding one proves it is valid.
+
+use std::fmt;
+
+/// Longest username or organization name (as in Coder).
+pub const MAX_NAME_LEN: usize = 32;
+
+/// Words that would collide with route segments such as `/users/me`.
+const RESERVED_USERNAMES: &[&str] = &["me"];
+
+/// Checks Coder's name rule: 1–32 ASCII alphanumerics in groups joined by single hyphens.
+fn check_name(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if value.len() > MAX_NAME_LEN {
+        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+    }
+    let valid = value
+        .split('-')
+        .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()));
+    if !valid {
+        return Err(
+            "must be alphanumeric with single hyphens in between (no leading or trailing hyphen)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// A username: Coder's name rule, not a reserved route word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(value: String) -> Result<Self, String> {
+        check_name(&value)?;
+        if RESERVED_USERNAMES.contains(&value.to_ascii_lowercase().as_str()) {
+            return Err(format!("\"{value}\" is reserved"));
+        }
+        Ok(Self(value))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An e-mail address, lower-cased so that logins are case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(value: String) -> Result<Self, String> {
+        let value = value.trim().to_ascii_lowercase();
+        let Some((local, domain)) = value.split_once('@') else {
+            return Err("must be a valid email address".into());
+        };
+        let ok = !local.is_empty()
+            && !domain.is_empty()
+            && !domain.contains('@')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && value.len() <= 254
+            && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            return Err("must be a valid email address".into());
+        }
+        Ok(Self(value))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A human-readable full name: optional, at most 128 characters, no surrounding blanks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FullName(String);
+
+impl FullName {
+    pub fn parse(value: String) -> Result<Self, String> {
+        if value.chars().count() > 128 {
+            return Err("must be at most 128 characters".into());
+        }
+        if value.trim() != value {
+            return Err("must not have leading or trailing white space".into());
+        }
+        if value.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(value))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: 6–64 characters. Never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(value: String) -> Result<Self, String> {
+        let len = value.chars().count();
+        if len < 6 {
+            return Err("Password must be at least 6 characters.".into());
+        }
+        if len > 64 {
+            return Err("Password must be at most 64 characters.".into());
+        }
+        Ok(Self(value))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_name_rule() {
+        for ok in ["a", "alice", "a-b-c", "A1", &"x".repeat(32)] {
+            assert!(Username::parse(ok.into()).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "a--b",
+            "a b",
+            "é",
+            "me",
+            "ME",
+            &"x".repeat(33),
+        ] {
+            assert!(Username::parse(bad.into()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        assert_eq!(Email::parse("A@B.io".into()).unwrap().as_str(), "a@b.io");
+        for bad in ["", "a", "@b", "a@", "a@b@c", "a b@c", "a@.c"] {
+            assert!(Email::parse(bad.into()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_have_bounds_and_hide_in_debug() {
+        assert!(Password::parse("12345".into()).is_err());
+        let p = Password::parse("secret1".into()).unwrap();
+        assert_eq!(format!("{p:?}"), "Password(***)");
+        assert!(Password::parse("x".repeat(65)).is_err());
+    }
+}

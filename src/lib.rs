@@ -1,0 +1,22 @@
+//! provq: a provisioner job queue daemon with a Coder-compatible admin API.
+//!
+//! # Layout
+//! - [`config`]: settings, loaded from defaults, a TOML file, `PROVQ_*` variables and flags.
+//! - [`startup`]: builds the application (database, migrations, listeners); tests use it too.
+//! - [`shutdown`]: the one shutdown signal every task shares.
+//! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
+//! - [`entity`]: sea-orm entities, one per table.
+//! - [`store`]: the only code that talks to the database.
+//! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
+//! - [`cli`]: the `provq` command tree and its HTTP client.
+//! - [`telemetry`]: log output.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod entity;
+pub mod shutdown;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

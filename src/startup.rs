@@ -1,0 +1,112 @@
+//! Builds the application: database, migrations, HTTP listener. `provq serve` and the
+//! integration tests both go through [`Application::build`], so tests run the real thing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(8);
+
+pub struct Application {
+    state: AppState,
+    acceptor: TcpAcceptor,
+    local_addr: SocketAddr,
+}
+
+impl Application {
+    /// Connects, migrates and binds the listener (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let store = Store::connect(&settings).await.with_context(|| {
+            format!(
+                "cannot connect to the database ({})",
+                redact_url(&settings.database_url)
+            )
+        })?;
+        store
+            .migrate_up()
+            .await
+            .context("cannot apply migrations")?;
+        let addr = settings.listen_addr()?;
+        let acceptor = TcpListener::bind(addr.to_string())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local_addr = *acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr())
+            .context("listener has no address")?;
+        let state = AppState {
+            store,
+            settings: Arc::new(settings),
+        };
+        Ok(Self {
+            state,
+            acceptor,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let app = api::app(self.state.clone());
+        let signal = shutdown.clone();
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async move { signal.cancelled().await },
+                Some(GRACEFUL_SHUTDOWN),
+            )
+            .await?;
+        shutdown.cancel();
+        Ok(())
+    }
+}
+
+/// Hides the password of a database URL for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://provq.db?mode=rwc"),
+            "sqlite://provq.db?mode=rwc"
+        );
+    }
+}

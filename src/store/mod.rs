@@ -1,0 +1,107 @@
+//! The only code that talks to the database. Each file owns one resource; every statement about
+//! provisioner jobs lives in `jobs.rs`.
+
+pub mod organizations;
+pub mod sessions;
+pub mod site;
+pub mod users;
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, SqlErr};
+
+use crate::config::Settings;
+
+/// Errors of the store layer; `api::error` maps each to an HTTP answer in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// The write conflicts with existing state (a taken name, an existing first user, …).
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        field: Option<&'static str>,
+    },
+    #[error("database error: {0}")]
+    Database(#[from] DbErr),
+}
+
+impl StoreError {
+    pub fn conflict(message: impl Into<String>, field: Option<&'static str>) -> Self {
+        Self::Conflict {
+            message: message.into(),
+            field,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whether a database error is a unique-constraint violation (a lost race for a name).
+pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+/// Handle to the database, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects with settings that suit each backend: SQLite in WAL mode with a busy timeout and
+    /// one connection (SQLite has one writer anyway, and one connection can never see
+    /// "database is locked"); PostgreSQL with a pool sized by `database_max_connections`.
+    pub async fn connect(settings: &Settings) -> Result<Self, DbErr> {
+        let mut options = ConnectOptions::new(settings.database_url.clone());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        if settings.is_postgres() {
+            options
+                .max_connections(settings.database_max_connections)
+                .min_connections(1)
+                .test_before_acquire(true)
+                .map_sqlx_postgres_opts(|o| o.application_name("provq"));
+        } else {
+            options.max_connections(1).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        let db = Database::connect(options).await?;
+        Ok(Self { db })
+    }
+
+    pub fn from_connection(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate_up(&self) -> Result<(), DbErr> {
+        Migrator::up(&self.db, None).await
+    }
+
+    /// A cheap round trip, for `/healthz`.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        self.db.ping().await
+    }
+
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.db.close().await
+    }
+}

@@ -1,0 +1,350 @@
+//! Test harness: a fresh database per test (a new SQLite file, or a new PostgreSQL database on
+//! `PROVQ_TEST_POSTGRES_URL`), the real application on port 0, and a small HTTP client.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use provq::api::AppState;
+use provq::config::Settings;
+use provq::shutdown::Shutdown;
+use provq::startup::Application;
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const OWNER_EMAIL: &str = "owner@example.com";
+pub const OWNER_PASSWORD: &str = "correct-horse-1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs an async test body once per backend: `mod name { fn sqlite(); fn postgres(); }`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                async fn test_body($backend: Backend) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    test_body(Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    test_body(Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A plain HTTP client (installs the rustls provider reqwest needs first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client")
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub enum TestDatabase {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDatabase {
+    /// Creates an empty database and returns it with its URL.
+    pub async fn create(backend: Backend) -> (Self, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("provq.db").display()
+                );
+                (Self::Sqlite(dir), url)
+            }
+            Backend::Postgres => {
+                let admin_url = std::env::var("PROVQ_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
+                let name = format!("provq_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is unreachable at {admin_url}: {e}. The tests need it \
+                         (set PROVQ_TEST_POSTGRES_URL); they never skip silently."
+                    )
+                });
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .expect("create test database");
+                admin.close().await.ok();
+                let url = with_database(&admin_url, &name);
+                (Self::Postgres { admin_url, name }, url)
+            }
+        }
+    }
+}
+
+/// `admin_url` with its database name replaced.
+pub fn with_database(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (admin_url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let root = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{root}/{name}?{q}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let (url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside any runtime guarantee; use a private one on its own thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(admin) = Database::connect(&url).await {
+                        let _ = admin
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
+                            .await;
+                        let _ = admin.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Settings for a test server: port 0, no metrics listener, the given database.
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".into(),
+        database_url: database_url.into(),
+        database_max_connections: 10,
+        prometheus: provq::config::PrometheusSettings {
+            listen: String::new(),
+        },
+        ..Settings::default()
+    }
+}
+
+/// A running server on a fresh database.
+pub struct TestApp {
+    pub backend: Backend,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    shutdown: Shutdown,
+    server: Option<tokio::task::JoinHandle<()>>,
+    // Dropped last: the server must stop before its database goes away.
+    pub database: TestDatabase,
+    pub database_url: String,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts a server after `configure` adjusted its settings.
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (database, database_url) = TestDatabase::create(backend).await;
+        let mut settings = test_settings(&database_url);
+        configure(&mut settings);
+        let app = Application::build(settings)
+            .await
+            .expect("application starts");
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        let shutdown = Shutdown::new();
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            app.run(token).await.expect("server runs");
+        });
+        Self {
+            backend,
+            addr,
+            base: format!("http://{addr}"),
+            state,
+            http: http_client(),
+            shutdown,
+            server: Some(server),
+            database,
+            database_url,
+        }
+    }
+
+    /// Stops the server and waits for it (graceful shutdown).
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
+        }
+    }
+
+    /// Sends a request to `/api/v2{path}` and returns the status and JSON body (`Null` if empty
+    /// or not JSON).
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v2{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Coder-Session-Token", t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Creates the first user (an owner) and returns a session token for it.
+    pub async fn owner(&self) -> String {
+        let (status, body) = self
+            .post(
+                "/users/first",
+                None,
+                json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.login(OWNER_EMAIL, OWNER_PASSWORD).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/users/login",
+                None,
+                json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["session_token"].as_str().expect("token").to_string()
+    }
+
+    /// Creates a member named `username` (through the owner) and returns its session token.
+    pub async fn member(&self, owner_token: &str, username: &str) -> String {
+        let email = format!("{username}@example.com");
+        let (status, body) = self
+            .post(
+                "/users",
+                Some(owner_token),
+                json!({"email": email, "username": username, "password": "member-pass-1"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        self.login(&email, "member-pass-1").await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Asserts the Coder error shape and returns the body for further checks.
+pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode) -> &Value {
+    assert_eq!(status, expected, "unexpected status; body: {body}");
+    assert!(body["message"].is_string(), "error without message: {body}");
+    if let Some(detail) = body.get("detail") {
+        assert!(
+            detail.is_string() && !detail.as_str().unwrap().is_empty(),
+            "{body}"
+        );
+    }
+    if let Some(v) = body.get("validations") {
+        assert!(
+            v.as_array().is_some_and(|a| !a.is_empty()),
+            "empty validations must be omitted: {body}"
+        );
+    }
+    body
+}
+
+/// The `field`s of a 400's validations.
+pub fn validation_fields(body: &Value) -> Vec<String> {
+    body["validations"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| v["field"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `check` is true or panics after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_database_name() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(
+        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+        "postgres://u:p@h/x?sslmode=disable"
+    );
+}
