@@ -7,6 +7,7 @@
 //! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
 //! - [`entity`]: sea-orm entities, one per table.
 //! - [`store`]: the only code that talks to the database.
+//! - [`queue`]: wake-ups, the daemon long-poll and the reaper loop.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
 //! - [`cli`]: the `provq` command tree and its HTTP client.
 //! - [`telemetry`]: log output.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod entity;
+pub mod queue;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -11,6 +11,8 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::queue::Wakeups;
+use crate::queue::reaper::Reaper;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -47,9 +49,17 @@ impl Application {
             .first()
             .and_then(|a| a.as_socket_addr())
             .context("listener has no address")?;
+        let shutdown = Shutdown::new();
+        let wakeups = if settings.is_postgres() {
+            Wakeups::postgres(store.connection().clone(), shutdown.clone())
+        } else {
+            Wakeups::local()
+        };
         let state = AppState {
             store,
+            wakeups,
             settings: Arc::new(settings),
+            shutdown,
         };
         Ok(Self {
             state,
@@ -66,19 +76,32 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    /// Starts the background loops and serves until `shutdown` is cancelled; then long-polls
+    /// and log follows end at once and other in-flight requests get time to finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let internal = self.state.shutdown.clone();
+        let reaper = Reaper::new(
+            self.state.store.clone(),
+            self.state.wakeups.clone(),
+            &self.state.settings.reaper,
+        );
+        tokio::spawn(reaper.run(internal.clone()));
         let app = api::app(self.state.clone());
         let signal = shutdown.clone();
-        Server::new_with_acceptor(self.acceptor)
+        let on_signal = internal.clone();
+        let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app,
-                async move { signal.cancelled().await },
+                async move {
+                    signal.cancelled().await;
+                    on_signal.cancel();
+                },
                 Some(GRACEFUL_SHUTDOWN),
             )
-            .await?;
+            .await;
+        internal.cancel();
         shutdown.cancel();
-        Ok(())
+        Ok(result?)
     }
 }
 

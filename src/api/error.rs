@@ -179,6 +179,10 @@ impl From<StoreError> for ApiError {
                 }
                 Self::Conflict(Json(body))
             }
+            StoreError::Invalid(message) => Self::bad_request(message),
+            StoreError::PreconditionFailed(message) => {
+                Self::PreconditionFailed(Json(ErrorBody::new(message)))
+            }
             StoreError::Database(db) => Self::internal(&db),
         }
     }

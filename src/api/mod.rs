@@ -2,9 +2,17 @@
 //! document and Swagger UI. Handlers are thin: parse into domain types, call the store, map
 //! errors through `error.rs`.
 
+pub mod access;
 pub mod auth;
+pub mod daemon_auth;
+pub mod daemons;
 pub mod error;
+pub mod job_views;
+pub mod jobs;
+pub mod logs_follow;
 pub mod meta;
+pub mod provisionerd;
+pub mod queue_position;
 pub mod state;
 pub mod users;
 
@@ -23,9 +31,21 @@ pub enum ApiTags {
     General,
     /// Users and sessions.
     Users,
+    /// Provisioner jobs: enqueue, inspect, cancel, logs.
+    Jobs,
+    /// Provisioner daemons and their keys.
+    Daemons,
+    /// The worker API daemons long-poll.
+    Provisionerd,
 }
 
-type Apis = (meta::MetaApi, users::UsersApi);
+type Apis = (
+    meta::MetaApi,
+    users::UsersApi,
+    jobs::JobsApi,
+    daemons::DaemonsApi,
+    provisionerd::ProvisionerdApi,
+);
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
 pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
@@ -35,6 +55,15 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             users::UsersApi {
+                state: state.clone(),
+            },
+            jobs::JobsApi {
+                state: state.clone(),
+            },
+            daemons::DaemonsApi {
+                state: state.clone(),
+            },
+            provisionerd::ProvisionerdApi {
                 state: state.clone(),
             },
         ),
@@ -49,7 +78,9 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
 pub fn openapi_document() -> String {
     let state = AppState {
         store: crate::store::Store::from_connection(Default::default()),
+        wakeups: crate::queue::Wakeups::local(),
         settings: Default::default(),
+        shutdown: Default::default(),
     };
     openapi_service(&state).spec()
 }
@@ -73,7 +104,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
     Route::new()
         .at("/healthz", healthz)
         .at("/api/v2/openapi.json", spec)
-        .nest("/api/v2", service)
+        .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
         .data(state)
         .with(CookieJarManager::new())

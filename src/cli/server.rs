@@ -55,8 +55,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
+    let signal = termination_signal()?;
     tokio::spawn(async move {
-        termination_signal().await;
+        signal.await;
         tracing::info!("shutdown signal received; finishing in-flight requests");
         on_signal.cancel();
     });

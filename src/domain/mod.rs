@@ -1,8 +1,10 @@
 //! Pure types and rules: no sea-orm, no poem. Requests become these types at the edge, so code
 //! past the handlers never sees an unchecked name, token or password.
 
+pub mod job;
 pub mod names;
 pub mod secrets;
+pub mod tags;
 pub mod validation;
 
 use chrono::{DateTime, SubsecRound, Utc};

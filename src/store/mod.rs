@@ -1,7 +1,11 @@
 //! The only code that talks to the database. Each file owns one resource; every statement about
 //! provisioner jobs lives in `jobs.rs`.
 
+pub mod daemons;
+pub mod jobs;
+pub mod logs;
 pub mod organizations;
+pub mod provisioner_keys;
 pub mod sessions;
 pub mod site;
 pub mod users;
@@ -25,6 +29,12 @@ pub enum StoreError {
         message: String,
         field: Option<&'static str>,
     },
+    /// The request contradicts the resource's state (400), e.g. canceling a completed job.
+    #[error("{0}")]
+    Invalid(String),
+    /// A condition the caller set does not hold (412), e.g. `expect_status`.
+    #[error("{0}")]
+    PreconditionFailed(String),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
 }

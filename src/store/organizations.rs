@@ -1,6 +1,6 @@
 //! Organizations and memberships.
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult};
@@ -14,6 +14,30 @@ impl Store {
             .one(self.connection())
             .await?
             .ok_or(StoreError::NotFound)
+    }
+
+    /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`.
+    pub async fn resolve_organization(&self, ident: &str) -> StoreResult<organization::Model> {
+        if ident == "default" {
+            return self.default_organization().await;
+        }
+        let query = match Uuid::parse_str(ident) {
+            Ok(id) => organization::Entity::find_by_id(id),
+            Err(_) => organization::Entity::find().filter(organization::Column::Name.eq(ident)),
+        };
+        query
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn is_member(&self, organization_id: Uuid, user_id: Uuid) -> StoreResult<bool> {
+        Ok(organization_member::Entity::find()
+            .filter(organization_member::Column::OrganizationId.eq(organization_id))
+            .filter(organization_member::Column::UserId.eq(user_id))
+            .count(self.connection())
+            .await?
+            > 0)
     }
 
     /// Ids of the organizations a user belongs to, in a stable order.

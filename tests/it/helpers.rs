@@ -176,6 +176,13 @@ impl TestApp {
     /// Starts a server after `configure` adjusted its settings.
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Settings)) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,provq=info")),
+            )
+            .with_test_writer()
+            .try_init();
         let (database, database_url) = TestDatabase::create(backend).await;
         let mut settings = test_settings(&database_url);
         configure(&mut settings);
@@ -285,6 +292,105 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+pub const PSK: &str = "test-psk-0123456789";
+pub const DEFAULT_ORG: &str = "default";
+
+/// Starts a server with a daemon PSK and returns it with an owner's token.
+pub async fn spawn_queue(backend: Backend) -> (TestApp, String) {
+    spawn_queue_with(backend, |_| {}).await
+}
+
+pub async fn spawn_queue_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Settings),
+) -> (TestApp, String) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.provisioner.daemon_psk = PSK.into();
+        configure(s);
+    })
+    .await;
+    let owner = app.owner().await;
+    (app, owner)
+}
+
+impl TestApp {
+    /// Enqueues a job in the default organization and returns its JSON (asserting 201).
+    pub async fn enqueue(&self, token: &str, body: Value) -> Value {
+        let (status, job) = self
+            .post(
+                &format!("/organizations/{DEFAULT_ORG}/provisionerjobs"),
+                Some(token),
+                body,
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        job
+    }
+
+    /// A worker API call with the PSK.
+    pub async fn worker(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.worker_with(path, ("Coder-Provisioner-Daemon-PSK", PSK), body)
+            .await
+    }
+
+    /// A worker API call with the given credential header.
+    pub async fn worker_with(
+        &self,
+        path: &str,
+        header: (&str, &str),
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/api/v2/provisionerd{path}", self.base))
+            .header(header.0, header.1)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Acquires with the PSK as daemon `name` with `tags`, waiting up to `wait` seconds.
+    pub async fn acquire(&self, name: &str, tags: Value, wait: i64) -> Option<(String, String)> {
+        let (status, body) = self
+            .worker(
+                "/acquire",
+                json!({"name": name, "tags": tags, "wait_seconds": wait}),
+            )
+            .await;
+        match status {
+            StatusCode::OK => Some((
+                body["job"]["job_id"].as_str().unwrap().to_string(),
+                body["job"]["lease_token"].as_str().unwrap().to_string(),
+            )),
+            StatusCode::NO_CONTENT => None,
+            other => panic!("acquire answered {other}: {body}"),
+        }
+    }
+
+    /// A job's JSON through the admin API.
+    pub async fn job(&self, token: &str, id: &str) -> Value {
+        let (status, job) = self
+            .get(
+                &format!("/organizations/{DEFAULT_ORG}/provisionerjobs/{id}"),
+                Some(token),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        job
+    }
+
+    pub async fn status_of(&self, token: &str, id: &str) -> String {
+        self.job(token, id).await["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 

@@ -4,5 +4,10 @@
 mod helpers;
 
 mod cli;
+mod dispatch;
 mod foundation;
+mod jobs;
+mod logs;
+mod reaper;
+mod status_sql;
 mod users;

@@ -1,0 +1,108 @@
+//! How provisioner daemons authenticate: a provisioner key (organization and tags come from the
+//! key), the deployment's pre-shared key, or an owner's session token.
+
+use poem::{FromRequest, Request, RequestBody};
+use uuid::{Uuid, uuid};
+
+use super::auth::{Caller, presented_token};
+use super::error::ApiError;
+use super::state::AppState;
+use crate::domain::secrets::constant_time_eq;
+use crate::entity::provisioner_key;
+
+pub const KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
+pub const PSK_HEADER: &str = "Coder-Provisioner-Daemon-PSK";
+
+/// Key ids daemons show when they did not use a provisioner key (as in Coder).
+pub const USER_AUTH_KEY_ID: Uuid = uuid!("00000000-0000-0000-0000-000000000002");
+pub const PSK_KEY_ID: Uuid = uuid!("00000000-0000-0000-0000-000000000003");
+
+/// An authenticated daemon credential.
+#[derive(Debug, Clone)]
+pub enum DaemonAuth {
+    Key(provisioner_key::Model),
+    Psk,
+    Owner(Caller),
+}
+
+impl DaemonAuth {
+    /// The key id recorded on the daemon row.
+    pub fn key_id(&self) -> Uuid {
+        match self {
+            Self::Key(k) => k.id,
+            Self::Psk => PSK_KEY_ID,
+            Self::Owner(_) => USER_AUTH_KEY_ID,
+        }
+    }
+
+    /// The organization a key is bound to (PSK and owners choose).
+    pub fn key_organization(&self) -> Option<Uuid> {
+        match self {
+            Self::Key(k) => Some(k.organization_id),
+            _ => None,
+        }
+    }
+
+    /// The user a daemon acts for (user-scoped tags need one).
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Self::Owner(c) => Some(c.user.id),
+            _ => None,
+        }
+    }
+}
+
+/// Human-readable key name for the daemon list.
+pub fn builtin_key_name(key_id: Option<Uuid>) -> Option<&'static str> {
+    match key_id {
+        Some(id) if id == PSK_KEY_ID => Some("psk"),
+        Some(id) if id == USER_AUTH_KEY_ID => Some("user-auth"),
+        _ => None,
+    }
+}
+
+impl<'a> FromRequest<'a> for DaemonAuth {
+    async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let state = req
+            .data::<AppState>()
+            .expect("AppState is attached to every route");
+        if let Some(key) = header(req, KEY_HEADER) {
+            return match state
+                .store
+                .authenticate_provisioner_key(&key)
+                .await
+                .map_err(ApiError::from)?
+            {
+                Some(k) => Ok(Self::Key(k)),
+                None => Err(ApiError::unauthorized("Invalid provisioner key.").into()),
+            };
+        }
+        if let Some(psk) = header(req, PSK_HEADER) {
+            let configured = &state.settings.provisioner.daemon_psk;
+            if configured.is_empty() || !constant_time_eq(&psk, configured) {
+                return Err(ApiError::unauthorized("Invalid pre-shared key.").into());
+            }
+            return Ok(Self::Psk);
+        }
+        if presented_token(req).is_none() {
+            return Err(ApiError::unauthorized(format!(
+                "Provide a provisioner key ({KEY_HEADER}), the pre-shared key ({PSK_HEADER}) or an owner's session token."
+            ))
+            .into());
+        }
+        let caller = Caller::from_request(req, body).await?;
+        if !caller.is_owner() {
+            return Err(ApiError::forbidden()
+                .with_detail("Only owners may run provisioner daemons with a session token.")
+                .into());
+        }
+        Ok(Self::Owner(caller))
+    }
+}
+
+fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}

@@ -1,0 +1,216 @@
+//! The `ProvisionerJob` JSON of Coder, and turning job rows into it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{Enum, Object};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::domain::job::{JobStatus, Provisioner};
+use crate::domain::tags::{Tags, map_from_json};
+use crate::entity::{provisioner_daemon, provisioner_job};
+use crate::store::jobs::status_of;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ProvisionerJobStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Canceling,
+    Canceled,
+    Failed,
+    Unknown,
+}
+
+impl From<JobStatus> for ProvisionerJobStatus {
+    fn from(s: JobStatus) -> Self {
+        match s {
+            JobStatus::Pending => Self::Pending,
+            JobStatus::Running => Self::Running,
+            JobStatus::Succeeded => Self::Succeeded,
+            JobStatus::Canceling => Self::Canceling,
+            JobStatus::Canceled => Self::Canceled,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Unknown => Self::Unknown,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ProvisionerJobType {
+    TemplateVersionImport,
+    WorkspaceBuild,
+    TemplateVersionDryRun,
+}
+
+/// What the job works on.
+#[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
+pub struct ProvisionerJobInput {
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_version_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_build_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Names shown to people: which template and workspace the job belongs to.
+#[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+#[oai(default)]
+pub struct ProvisionerJobMetadata {
+    pub template_version_name: String,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<Uuid>,
+    pub template_name: String,
+    pub template_display_name: String,
+    pub template_icon: String,
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_empty)]
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub workspace_name: String,
+}
+
+/// A provisioner job, field for field as Coder shows it.
+#[derive(Debug, Clone, Object)]
+pub struct ProvisionerJob {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub completed_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub canceled_at: Option<DateTime<Utc>>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub error_code: Option<String>,
+    pub status: ProvisionerJobStatus,
+    #[oai(skip_serializing_if_is_none)]
+    pub worker_id: Option<Uuid>,
+    pub worker_name: String,
+    pub file_id: Uuid,
+    pub tags: BTreeMap<String, String>,
+    pub queue_position: i64,
+    pub queue_size: i64,
+    pub organization_id: Uuid,
+    pub initiator_id: Uuid,
+    pub input: ProvisionerJobInput,
+    #[oai(rename = "type")]
+    pub job_type: ProvisionerJobType,
+    #[oai(skip_serializing_if_is_empty)]
+    pub available_workers: Vec<Uuid>,
+    pub metadata: ProvisionerJobMetadata,
+    pub logs_overflowed: bool,
+}
+
+/// Queue numbers of one pending job (0/0 when not pending or nobody online can run it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueNumbers {
+    pub position: i64,
+    pub size: i64,
+}
+
+/// Whether daemon `d` may run job `j` (tags and provisioner; the organization is the caller's).
+pub fn daemon_can_run(d: &provisioner_daemon::Model, j: &provisioner_job::Model) -> bool {
+    let serves = d.provisioners.as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p.as_str() == Some(j.provisioner.as_str()))
+    });
+    serves
+        && Tags::from_stored(map_from_json(&j.tags))
+            .satisfied_by(&Tags::from_stored(map_from_json(&d.tags)))
+}
+
+fn job_type(raw: &str) -> ProvisionerJobType {
+    match raw {
+        "workspace_build" => ProvisionerJobType::WorkspaceBuild,
+        "template_version_dry_run" => ProvisionerJobType::TemplateVersionDryRun,
+        _ => ProvisionerJobType::TemplateVersionImport,
+    }
+}
+
+/// Builds the JSON of a job given the organization's daemons and its queue numbers.
+pub fn present(
+    j: provisioner_job::Model,
+    daemons: &[provisioner_daemon::Model],
+    queue: QueueNumbers,
+) -> ProvisionerJob {
+    let status = status_of(&j);
+    let worker_name = j
+        .worker_id
+        .and_then(|w| daemons.iter().find(|d| d.id == w))
+        .map(|d| d.name.clone())
+        .unwrap_or_default();
+    let available_workers = if status == JobStatus::Pending {
+        daemons
+            .iter()
+            .filter(|d| daemon_can_run(d, &j))
+            .map(|d| d.id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let queue = if status == JobStatus::Pending {
+        queue
+    } else {
+        QueueNumbers::default()
+    };
+    ProvisionerJob {
+        id: j.id,
+        created_at: j.created_at,
+        started_at: j.started_at,
+        completed_at: j.completed_at,
+        canceled_at: j.canceled_at,
+        error: j.error.filter(|e| !e.is_empty()),
+        error_code: j.error_code.filter(|e| !e.is_empty()),
+        status: status.into(),
+        worker_id: j.worker_id,
+        worker_name,
+        file_id: j.file_id,
+        tags: map_from_json(&j.tags),
+        queue_position: queue.position,
+        queue_size: queue.size,
+        organization_id: j.organization_id,
+        initiator_id: j.initiator_id,
+        input: serde_json::from_value(j.input).unwrap_or_default(),
+        job_type: job_type(&j.job_type),
+        available_workers,
+        metadata: serde_json::from_value(j.metadata).unwrap_or_default(),
+        logs_overflowed: j.logs_overflowed,
+    }
+}
+
+/// Presents jobs of one organization (one daemon lookup for the whole page).
+pub async fn present_all(
+    state: &AppState,
+    organization_id: Uuid,
+    jobs: Vec<provisioner_job::Model>,
+) -> Result<Vec<ProvisionerJob>, ApiError> {
+    let daemons = state.store.all_daemons(organization_id).await?;
+    let queue =
+        super::queue_position::queue_numbers(state, organization_id, &jobs, &daemons).await?;
+    Ok(jobs
+        .into_iter()
+        .map(|j| {
+            let numbers = queue.get(&j.id).copied().unwrap_or_default();
+            present(j, &daemons, numbers)
+        })
+        .collect())
+}
+
+/// Whether a provisioner name is one a daemon may serve.
+pub fn provisioner_names() -> Vec<&'static str> {
+    Provisioner::ALL.iter().map(|p| p.as_str()).collect()
+}

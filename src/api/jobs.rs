@@ -1,0 +1,323 @@
+//! Admin job routes under `/organizations/{organization}/provisionerjobs`: enqueue, read, list,
+//! cancel (one or by filter) and logs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::ApiTags;
+use super::access::{org_for_member, org_for_owner};
+use super::auth::Caller;
+use super::error::ApiError;
+use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetadata, present_all};
+use super::state::AppState;
+use super::users::Message;
+use crate::domain::Validations;
+use crate::domain::job::{JobStatus, JobType, Provisioner};
+use crate::domain::tags::{Tags, check_no_nul};
+use crate::entity::provisioner_job_log;
+use crate::store::jobs::{JobFilter, NewJob};
+
+pub struct JobsApi {
+    pub state: AppState,
+}
+
+/// Body of `POST …/provisionerjobs`.
+#[derive(Object)]
+pub struct EnqueueJobRequest {
+    /// `template_version_import`, `workspace_build` or `template_version_dry_run`.
+    #[oai(rename = "type")]
+    job_type: Option<String>,
+    /// `terraform` (default) or `echo`.
+    provisioner: Option<String>,
+    /// A JSON object of string values.
+    tags: Option<Value>,
+    input: Option<ProvisionerJobInput>,
+    file_id: Option<Uuid>,
+    metadata: Option<ProvisionerJobMetadata>,
+    /// Who the job is for: an id or a username (owners only; default: the caller).
+    initiator: Option<String>,
+}
+
+/// Body of `POST …/provisionerjobs/cancel`: the list filters, at least one.
+#[derive(Object)]
+pub struct CancelJobsRequest {
+    ids: Option<Vec<Uuid>>,
+    status: Option<Vec<String>>,
+    /// A JSON object of string values.
+    tags: Option<Value>,
+    initiator: Option<String>,
+}
+
+#[derive(Object)]
+pub struct CancelJobsResponse {
+    canceled: Vec<Uuid>,
+    count: u64,
+}
+
+/// One log line of a job.
+#[derive(Object)]
+pub struct ProvisionerJobLog {
+    id: i64,
+    created_at: DateTime<Utc>,
+    log_source: String,
+    log_level: String,
+    stage: String,
+    output: String,
+}
+
+impl From<provisioner_job_log::Model> for ProvisionerJobLog {
+    fn from(l: provisioner_job_log::Model) -> Self {
+        Self {
+            id: l.id,
+            created_at: l.created_at,
+            log_source: l.source,
+            log_level: l.level,
+            stage: l.stage,
+            output: l.output,
+        }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum JobCreated {
+    #[oai(status = 201)]
+    Created(Json<ProvisionerJob>),
+}
+
+/// Parses tags given by a client (job, daemon or key tags, or a filter): a JSON object of
+/// strings without NUL. Anything else is a validation failure of `field`.
+pub fn parse_tags(
+    v: &mut Validations,
+    field: &str,
+    tags: Option<Value>,
+) -> Option<BTreeMap<String, String>> {
+    let tags = tags?;
+    let parsed = match tags {
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k, s)),
+                other => Err(format!(
+                    "the value of \"{k}\" must be a string, not {other}"
+                )),
+            })
+            .collect::<Result<BTreeMap<String, String>, String>>(),
+        other => Err(format!("must be an object of string values, not {other}")),
+    };
+    v.check(field, parsed.and_then(|t| check_no_nul(&t).map(|()| t)))
+}
+
+/// Resolves an initiator given as an id or a username; unknown is a validation failure.
+pub async fn resolve_initiator(
+    state: &AppState,
+    v: &mut Validations,
+    field: &str,
+    raw: Option<String>,
+) -> Result<Option<Uuid>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    match state.store.resolve_user(&raw).await {
+        Ok(user) => Ok(Some(user.id)),
+        Err(crate::store::StoreError::NotFound) => {
+            v.push(field, format!("no user with id or username \"{raw}\""));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl JobsApi {
+    async fn one(
+        &self,
+        organization_id: Uuid,
+        job: crate::entity::provisioner_job::Model,
+    ) -> Result<ProvisionerJob, ApiError> {
+        let mut all = present_all(&self.state, organization_id, vec![job]).await?;
+        Ok(all.pop().expect("one job in, one job out"))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// Enqueues a job (owners, or members of the organization).
+    #[oai(path = "/organizations/:organization/provisionerjobs", method = "post")]
+    async fn enqueue(
+        &self,
+        caller: Caller,
+        organization: Path<String>,
+        body: Json<EnqueueJobRequest>,
+    ) -> Result<JobCreated, ApiError> {
+        let org = org_for_member(&self.state, &caller, &organization.0).await?;
+        let body = body.0;
+        let mut v = Validations::new();
+        let job_type = v.required("type", body.job_type, |t| JobType::parse(&t));
+        let provisioner = v.check(
+            "provisioner",
+            Provisioner::parse(body.provisioner.as_deref().unwrap_or("terraform")),
+        );
+        let initiator = resolve_initiator(&self.state, &mut v, "initiator", body.initiator).await?;
+        let initiator = initiator.unwrap_or(caller.user.id);
+        let tags = parse_tags(
+            &mut v,
+            "tags",
+            body.tags
+                .or_else(|| Some(Value::Object(Default::default()))),
+        );
+        let tags = tags.and_then(|t| v.check("tags", Tags::normalize(t, Some(initiator))));
+        v.finish()?;
+        if initiator != caller.user.id && !caller.is_owner() {
+            return Err(ApiError::forbidden()
+                .with_detail("Only owners may enqueue jobs for another initiator."));
+        }
+        let (Some(job_type), Some(provisioner), Some(tags)) = (job_type, provisioner, tags) else {
+            unreachable!("validated above");
+        };
+        let new = NewJob {
+            organization_id: org.id,
+            initiator_id: initiator,
+            job_type,
+            provisioner,
+            tags,
+            input: serde_json::to_value(body.input.unwrap_or_default()).expect("serialisable"),
+            file_id: body.file_id.unwrap_or_else(Uuid::nil),
+            metadata: serde_json::to_value(body.metadata.unwrap_or_default())
+                .expect("serialisable"),
+        };
+        let job = self.state.store.enqueue_job(new).await?;
+        self.state.wakeups.job_available();
+        tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
+        Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
+    }
+
+    /// One job.
+    #[oai(
+        path = "/organizations/:organization/provisionerjobs/:job",
+        method = "get"
+    )]
+    async fn get(
+        &self,
+        caller: Caller,
+        organization: Path<String>,
+        job: Path<Uuid>,
+    ) -> Result<Json<ProvisionerJob>, ApiError> {
+        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let job = self.state.store.job(org.id, job.0).await?;
+        Ok(Json(self.one(org.id, job).await?))
+    }
+
+    /// Cancels a job: pending → canceled at once, running → canceling.
+    #[oai(
+        path = "/organizations/:organization/provisionerjobs/:job/cancel",
+        method = "post"
+    )]
+    async fn cancel(
+        &self,
+        caller: Caller,
+        organization: Path<String>,
+        job: Path<Uuid>,
+        /// Cancel only if the job is in this status (`pending` or `running`); 412 otherwise.
+        expect_status: Query<Option<String>>,
+    ) -> Result<Json<Message>, ApiError> {
+        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let expect = match expect_status.0.as_deref() {
+            None => None,
+            Some("pending") => Some(JobStatus::Pending),
+            Some("running") => Some(JobStatus::Running),
+            Some(other) => {
+                let mut v = Validations::new();
+                v.push(
+                    "expect_status",
+                    format!("\"{other}\" must be \"pending\" or \"running\""),
+                );
+                return Err(v.into());
+            }
+        };
+        let job = self.state.store.cancel_job(org.id, job.0, expect).await?;
+        self.state.wakeups.job_event(job.id);
+        tracing::info!(job_id = %job.id, organization_id = %org.id, by = %caller.user.username, "job canceled");
+        Ok(Json(Message {
+            message: "Job has been marked as canceled...".into(),
+        }))
+    }
+
+    /// Cancels every pending or running job matching the filters (at least one filter).
+    #[oai(
+        path = "/organizations/:organization/provisionerjobs/cancel",
+        method = "post"
+    )]
+    async fn cancel_many(
+        &self,
+        caller: Caller,
+        organization: Path<String>,
+        body: Json<CancelJobsRequest>,
+    ) -> Result<Json<CancelJobsResponse>, ApiError> {
+        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let body = body.0;
+        let mut v = Validations::new();
+        if body.ids.is_none()
+            && body.status.is_none()
+            && body.tags.is_none()
+            && body.initiator.is_none()
+        {
+            v.push(
+                "filters",
+                "give at least one of ids, status, tags or initiator",
+            );
+        }
+        let statuses: Vec<JobStatus> = body
+            .status
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| v.check("status", JobStatus::parse(s)))
+            .collect();
+        let tags = parse_tags(&mut v, "tags", body.tags);
+        let initiator = resolve_initiator(&self.state, &mut v, "initiator", body.initiator).await?;
+        v.finish()?;
+        let filter = JobFilter {
+            ids: body.ids.unwrap_or_default(),
+            statuses,
+            tags,
+            initiator,
+        };
+        let canceled = self.state.store.cancel_jobs(org.id, &filter).await?;
+        for job in &canceled {
+            self.state.wakeups.job_event(job.id);
+        }
+        tracing::info!(organization_id = %org.id, count = canceled.len(), by = %caller.user.username, "jobs canceled in bulk");
+        Ok(Json(CancelJobsResponse {
+            count: canceled.len() as u64,
+            canceled: canceled.into_iter().map(|j| j.id).collect(),
+        }))
+    }
+
+    /// Log lines with id greater than `after`, in id order. Add `follow` to stream them over a
+    /// WebSocket until the job ends.
+    #[oai(
+        path = "/organizations/:organization/provisionerjobs/:job/logs",
+        method = "get"
+    )]
+    async fn logs(
+        &self,
+        caller: Caller,
+        organization: Path<String>,
+        job: Path<Uuid>,
+        after: Query<Option<i64>>,
+        /// Upgrade to a WebSocket that streams lines until the job has finished.
+        #[oai(name = "follow")]
+        _follow: Query<Option<String>>,
+    ) -> Result<Json<Vec<ProvisionerJobLog>>, ApiError> {
+        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let job = self.state.store.job(org.id, job.0).await?;
+        let logs = self
+            .state
+            .store
+            .job_logs(job.id, after.0.unwrap_or(0))
+            .await?;
+        Ok(Json(logs.into_iter().map(Into::into).collect()))
+    }
+}

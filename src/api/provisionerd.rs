@@ -1,0 +1,415 @@
+//! The worker API daemons long-poll: acquire a job, report progress with logs, complete or
+//! fail it. Every call after acquire proves itself with the job's lease token.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::ApiTags;
+use super::daemon_auth::DaemonAuth;
+use super::error::ApiError;
+use super::job_views::{ProvisionerJobInput, ProvisionerJobMetadata};
+use super::state::AppState;
+use crate::domain::Validations;
+use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
+use crate::domain::tags::{Tags, map_from_json};
+use crate::entity::provisioner_job;
+use crate::queue::acquire::acquire;
+use crate::store::daemons::DaemonRegistration;
+use crate::store::jobs::Runnable;
+use crate::store::logs::NewLog;
+
+pub struct ProvisionerdApi {
+    pub state: AppState,
+}
+
+/// Longest long-poll a daemon may ask for.
+pub const MAX_WAIT_SECONDS: i64 = 30;
+/// Most log lines one update may carry.
+pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
+
+#[derive(Object)]
+pub struct AcquireRequest {
+    /// The daemon's name (1–64 characters), unique per organization and owner.
+    name: Option<String>,
+    /// Provisioners it runs (default `["terraform"]`).
+    provisioners: Option<Vec<String>>,
+    /// Its tags (not with a provisioner key, whose tags are fixed).
+    /// A JSON object of string values.
+    tags: Option<serde_json::Value>,
+    /// Organization id or name (PSK and session auth; default: the default organization).
+    organization: Option<String>,
+    version: Option<String>,
+    /// How long to wait for a job (0–30 s, default 10).
+    wait_seconds: Option<i64>,
+}
+
+/// A job handed to a daemon.
+#[derive(Object)]
+pub struct AcquiredJob {
+    job_id: Uuid,
+    /// Present with every later call about this job.
+    lease_token: String,
+    #[oai(rename = "type")]
+    job_type: String,
+    provisioner: String,
+    organization_id: Uuid,
+    initiator_id: Uuid,
+    input: ProvisionerJobInput,
+    tags: BTreeMap<String, String>,
+    file_id: Uuid,
+    metadata: ProvisionerJobMetadata,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(Object)]
+pub struct AcquireResponse {
+    daemon_id: Uuid,
+    job: AcquiredJob,
+}
+
+#[derive(ApiResponse)]
+pub enum AcquireResult {
+    /// A job for this daemon.
+    #[oai(status = 200)]
+    Job(Json<Box<AcquireResponse>>),
+    /// No runnable job appeared within `wait_seconds`.
+    #[oai(status = 204)]
+    NoJob,
+}
+
+#[derive(Object)]
+pub struct LogLine {
+    level: Option<String>,
+    stage: Option<String>,
+    output: Option<String>,
+    source: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Object)]
+pub struct UpdateJobRequest {
+    lease_token: Option<String>,
+    logs: Option<Vec<LogLine>>,
+}
+
+#[derive(Object)]
+pub struct UpdateJobResponse {
+    /// The job was canceled: stop it and complete (or fail) it.
+    canceled: bool,
+    logs_overflowed: bool,
+}
+
+#[derive(Object)]
+pub struct CompleteJobRequest {
+    lease_token: Option<String>,
+}
+
+#[derive(Object)]
+pub struct FailJobRequest {
+    lease_token: Option<String>,
+    error: Option<String>,
+    error_code: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum Done {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
+    AcquiredJob {
+        job_id: job.id,
+        lease_token,
+        job_type: job.job_type,
+        provisioner: job.provisioner,
+        organization_id: job.organization_id,
+        initiator_id: job.initiator_id,
+        input: serde_json::from_value(job.input).unwrap_or_default(),
+        tags: map_from_json(&job.tags),
+        file_id: job.file_id,
+        metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
+        created_at: job.created_at,
+    }
+}
+
+/// Text safe to store: PostgreSQL rejects NUL in text.
+fn storable(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
+fn parse_logs(v: &mut Validations, logs: Option<Vec<LogLine>>) -> Vec<NewLog> {
+    let logs = logs.unwrap_or_default();
+    if logs.len() > MAX_LOGS_PER_UPDATE {
+        v.push(
+            "logs",
+            format!("at most {MAX_LOGS_PER_UPDATE} lines per update"),
+        );
+        return Vec::new();
+    }
+    let now = crate::domain::now();
+    let mut out = Vec::with_capacity(logs.len());
+    for (i, l) in logs.into_iter().enumerate() {
+        let field = |f: &str| format!("logs[{i}].{f}");
+        let level = v.required(&field("level"), l.level, |s| LogLevel::parse(&s));
+        let source = v.check(
+            &field("source"),
+            LogSource::parse(l.source.as_deref().unwrap_or("provisioner")),
+        );
+        let stage = l.stage.unwrap_or_default();
+        if stage.chars().count() > 256 {
+            v.push(field("stage"), "must be at most 256 characters");
+        }
+        let Some(output) = l.output else {
+            v.push(field("output"), "is required");
+            continue;
+        };
+        if let (Some(level), Some(source)) = (level, source) {
+            out.push(NewLog {
+                created_at: l.created_at.unwrap_or(now),
+                source,
+                level,
+                stage: storable(stage),
+                output: storable(output),
+            });
+        }
+    }
+    out
+}
+
+fn required_lease(v: &mut Validations, lease: Option<String>) -> String {
+    v.required("lease_token", lease, |l| {
+        if l.is_empty() {
+            Err("must not be empty".to_string())
+        } else {
+            Ok(l)
+        }
+    })
+    .unwrap_or_default()
+}
+
+impl ProvisionerdApi {
+    /// 404 unless the job exists and belongs to the credential's organization.
+    async fn check_job_access(&self, auth: &DaemonAuth, id: Uuid) -> Result<(), ApiError> {
+        let job = self.state.store.job_by_id(id).await?;
+        match auth.key_organization() {
+            Some(org) if org != job.organization_id => Err(ApiError::not_found()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn resolve_daemon(
+        &self,
+        auth: &DaemonAuth,
+        body: AcquireRequest,
+    ) -> Result<(DaemonRegistration, Duration), ApiError> {
+        let mut v = Validations::new();
+        let name = v.required("name", body.name, |n| {
+            let len = n.chars().count();
+            if (1..=64).contains(&len) && !n.chars().any(char::is_control) {
+                Ok(n)
+            } else {
+                Err("must be 1–64 characters without control characters".to_string())
+            }
+        });
+        let requested = body
+            .provisioners
+            .unwrap_or_else(|| vec!["terraform".into()]);
+        let provisioners: Vec<Provisioner> = requested
+            .iter()
+            .filter_map(|p| v.check("provisioners", Provisioner::parse(p)))
+            .collect();
+        if requested.is_empty() {
+            v.push("provisioners", "give at least one provisioner");
+        }
+        let wait = body.wait_seconds.unwrap_or(10);
+        if !(0..=MAX_WAIT_SECONDS).contains(&wait) {
+            v.push(
+                "wait_seconds",
+                format!("must be between 0 and {MAX_WAIT_SECONDS}"),
+            );
+        }
+        let (organization_id, tags) = match auth {
+            DaemonAuth::Key(key) => {
+                if body.tags.is_some() {
+                    v.push(
+                        "tags",
+                        "a provisioner key's tags are fixed; do not send tags with it",
+                    );
+                }
+                if let Some(org) = &body.organization {
+                    let resolved = self.state.store.resolve_organization(org).await.ok();
+                    if resolved.map(|o| o.id) != Some(key.organization_id) {
+                        v.push(
+                            "organization",
+                            "the provisioner key belongs to another organization",
+                        );
+                    }
+                }
+                (
+                    Some(key.organization_id),
+                    Some(Tags::from_stored(map_from_json(&key.tags))),
+                )
+            }
+            DaemonAuth::Psk | DaemonAuth::Owner(_) => {
+                let org = match &body.organization {
+                    Some(ident) => match self.state.store.resolve_organization(ident).await {
+                        Ok(o) => Some(o.id),
+                        Err(crate::store::StoreError::NotFound) => {
+                            v.push("organization", format!("no organization \"{ident}\""));
+                            None
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => Some(self.state.store.default_organization().await?.id),
+                };
+                let raw = super::jobs::parse_tags(
+                    &mut v,
+                    "tags",
+                    body.tags.or_else(|| Some(serde_json::json!({}))),
+                );
+                let tags = raw.and_then(|t| v.check("tags", Tags::normalize(t, auth.user_id())));
+                (org, tags)
+            }
+        };
+        v.finish()?;
+        let (Some(name), Some(organization_id), Some(tags)) = (name, organization_id, tags) else {
+            unreachable!("validated above");
+        };
+        let registration = DaemonRegistration {
+            organization_id,
+            name,
+            key_id: Some(auth.key_id()),
+            tags,
+            provisioners,
+            version: body.version.map(storable).unwrap_or_default(),
+        };
+        Ok((registration, Duration::from_secs(wait as u64)))
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Provisionerd")]
+impl ProvisionerdApi {
+    /// Registers (or refreshes) the daemon and hands it the next job it may run, waiting up to
+    /// `wait_seconds` for one. 204 when none came.
+    #[oai(path = "/provisionerd/acquire", method = "post")]
+    async fn acquire(
+        &self,
+        auth: DaemonAuth,
+        body: Json<AcquireRequest>,
+    ) -> Result<AcquireResult, ApiError> {
+        let (registration, wait) = self.resolve_daemon(&auth, body.0).await?;
+        let runnable = Runnable {
+            organization_id: registration.organization_id,
+            provisioners: registration.provisioners.clone(),
+            tags: registration.tags.clone(),
+        };
+        let daemon = self.state.store.register_daemon(registration).await?;
+        let claim = acquire(
+            &self.state.store,
+            &self.state.wakeups,
+            &self.state.shutdown,
+            daemon.id,
+            &runnable,
+            wait,
+        )
+        .await?;
+        let Some(claim) = claim else {
+            return Ok(AcquireResult::NoJob);
+        };
+        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
+        self.state.wakeups.job_event(claim.job.id);
+        Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
+            daemon_id: daemon.id,
+            job: acquired(claim.job, claim.lease_token),
+        }))))
+    }
+
+    /// Heartbeat with optional logs; answers whether the job was canceled.
+    #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
+    async fn update(
+        &self,
+        auth: DaemonAuth,
+        job: Path<Uuid>,
+        body: Json<UpdateJobRequest>,
+    ) -> Result<Json<UpdateJobResponse>, ApiError> {
+        let body = body.0;
+        let mut v = Validations::new();
+        let lease = required_lease(&mut v, body.lease_token);
+        let logs = parse_logs(&mut v, body.logs);
+        v.finish()?;
+        self.check_job_access(&auth, job.0).await?;
+        let had_logs = !logs.is_empty();
+        let beat = self.state.store.heartbeat_job(job.0, &lease, logs).await?;
+        if had_logs {
+            self.state.wakeups.job_event(job.0);
+        }
+        Ok(Json(UpdateJobResponse {
+            canceled: beat.canceled,
+            logs_overflowed: beat.logs_overflowed,
+        }))
+    }
+
+    /// Finishes the job successfully (or as canceled, if it was being canceled).
+    #[oai(path = "/provisionerd/jobs/:job/complete", method = "post")]
+    async fn complete(
+        &self,
+        auth: DaemonAuth,
+        job: Path<Uuid>,
+        body: Json<CompleteJobRequest>,
+    ) -> Result<Done, ApiError> {
+        let mut v = Validations::new();
+        let lease = required_lease(&mut v, body.0.lease_token);
+        v.finish()?;
+        self.check_job_access(&auth, job.0).await?;
+        let done = self.state.store.finish_job(job.0, &lease, None).await?;
+        self.state.wakeups.job_event(done.id);
+        tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %crate::store::jobs::status_of(&done), "job completed");
+        Ok(Done::NoContent)
+    }
+
+    /// Fails the job with an error message (and an optional error code).
+    #[oai(path = "/provisionerd/jobs/:job/fail", method = "post")]
+    async fn fail(
+        &self,
+        auth: DaemonAuth,
+        job: Path<Uuid>,
+        body: Json<FailJobRequest>,
+    ) -> Result<Done, ApiError> {
+        let body = body.0;
+        let mut v = Validations::new();
+        let lease = required_lease(&mut v, body.lease_token);
+        let error = v.required("error", body.error, |e| {
+            if e.trim().is_empty() {
+                Err("must not be empty".to_string())
+            } else {
+                Ok(storable(e))
+            }
+        });
+        let code = match body.error_code.filter(|c| !c.is_empty()) {
+            Some(c) => v.check("error_code", ErrorCode::parse(&c)),
+            None => None,
+        };
+        v.finish()?;
+        self.check_job_access(&auth, job.0).await?;
+        let error = error.expect("validated above");
+        let done = self
+            .state
+            .store
+            .finish_job(job.0, &lease, Some((error.clone(), code)))
+            .await?;
+        self.state.wakeups.job_event(done.id);
+        tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %error, "job failed");
+        Ok(Done::NoContent)
+    }
+}

@@ -1,0 +1,237 @@
+//! Job status (derived from timestamps, never stored), job types, provisioners, error codes and
+//! log levels: the vocabulary of the job lifecycle.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A job's status, derived by [`derive_status`] in Rust and by [`STATUS_SQL`] in queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Canceling,
+    Canceled,
+    Failed,
+    /// Valid as a filter value; no job ever has it.
+    Unknown,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        Self::Pending,
+        Self::Running,
+        Self::Succeeded,
+        Self::Canceling,
+        Self::Canceled,
+        Self::Failed,
+        Self::Unknown,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Canceling => "canceling",
+            Self::Canceled => "canceled",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(value: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == value)
+            .ok_or_else(|| {
+                format!(
+                    "\"{value}\" is not a valid status (one of {})",
+                    Self::ALL.map(Self::as_str).join(", ")
+                )
+            })
+    }
+
+    /// Whether the job will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Canceled | Self::Failed)
+    }
+
+    /// The SQL condition selecting jobs of this status (index-friendly, equivalent to
+    /// `STATUS_SQL = '<status>'`).
+    pub fn sql_predicate(self) -> &'static str {
+        match self {
+            Self::Pending => {
+                "(started_at IS NULL AND canceled_at IS NULL AND completed_at IS NULL AND COALESCE(error, '') = '')"
+            }
+            Self::Running => {
+                "(started_at IS NOT NULL AND canceled_at IS NULL AND completed_at IS NULL AND COALESCE(error, '') = '')"
+            }
+            Self::Canceling => {
+                "(canceled_at IS NOT NULL AND completed_at IS NULL AND COALESCE(error, '') = '')"
+            }
+            Self::Succeeded => {
+                "(completed_at IS NOT NULL AND canceled_at IS NULL AND COALESCE(error, '') = '')"
+            }
+            Self::Canceled => {
+                "(completed_at IS NOT NULL AND canceled_at IS NOT NULL AND COALESCE(error, '') = '')"
+            }
+            Self::Failed => "(COALESCE(error, '') <> '')",
+            Self::Unknown => "(1 = 0)",
+        }
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The status rule of contract §5, in order: completed → (error → failed; canceled → canceled;
+/// else succeeded); not completed → (error → failed; canceled → canceling; not started →
+/// pending; else running).
+pub fn derive_status(
+    started_at: Option<DateTime<Utc>>,
+    canceled_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    error: Option<&str>,
+) -> JobStatus {
+    let failed = error.is_some_and(|e| !e.is_empty());
+    match (completed_at.is_some(), failed, canceled_at.is_some()) {
+        (_, true, _) => JobStatus::Failed,
+        (true, false, true) => JobStatus::Canceled,
+        (true, false, false) => JobStatus::Succeeded,
+        (false, false, true) => JobStatus::Canceling,
+        (false, false, false) if started_at.is_none() => JobStatus::Pending,
+        (false, false, false) => JobStatus::Running,
+    }
+}
+
+/// The SQL twin of [`derive_status`] over the columns of `provisioner_jobs`; a table test runs
+/// both on every combination of the inputs.
+pub const STATUS_SQL: &str = "CASE \
+    WHEN COALESCE(error, '') <> '' THEN 'failed' \
+    WHEN completed_at IS NOT NULL AND canceled_at IS NOT NULL THEN 'canceled' \
+    WHEN completed_at IS NOT NULL THEN 'succeeded' \
+    WHEN canceled_at IS NOT NULL THEN 'canceling' \
+    WHEN started_at IS NULL THEN 'pending' \
+    ELSE 'running' END";
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(value: &str) -> Result<Self, String> {
+                match value {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "\"{other}\" is not a valid {} (one of {})",
+                        $what,
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// What a job does.
+    JobType, "job type" {
+        TemplateVersionImport => "template_version_import",
+        WorkspaceBuild => "workspace_build",
+        TemplateVersionDryRun => "template_version_dry_run",
+    }
+);
+
+string_enum!(
+    /// Which provisioner runs a job.
+    Provisioner, "provisioner" {
+        Terraform => "terraform",
+        Echo => "echo",
+    }
+);
+
+string_enum!(
+    /// Machine-readable failure reasons.
+    ErrorCode, "error code" {
+        RequiredTemplateVariables => "REQUIRED_TEMPLATE_VARIABLES",
+    }
+);
+
+string_enum!(
+    /// Severity of a log line.
+    LogLevel, "log level" {
+        Trace => "trace",
+        Debug => "debug",
+        Info => "info",
+        Warn => "warn",
+        Error => "error",
+    }
+);
+
+string_enum!(
+    /// Who wrote a log line.
+    LogSource, "log source" {
+        ProvisionerDaemon => "provisioner_daemon",
+        Provisioner => "provisioner",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_contract_order() {
+        let t = Some(Utc::now());
+        assert_eq!(derive_status(None, None, None, None), JobStatus::Pending);
+        assert_eq!(derive_status(t, None, None, None), JobStatus::Running);
+        assert_eq!(derive_status(t, t, None, None), JobStatus::Canceling);
+        assert_eq!(derive_status(t, None, t, None), JobStatus::Succeeded);
+        assert_eq!(derive_status(t, t, t, None), JobStatus::Canceled);
+        assert_eq!(derive_status(None, t, t, None), JobStatus::Canceled);
+        assert_eq!(derive_status(t, None, t, Some("boom")), JobStatus::Failed);
+        assert_eq!(
+            derive_status(t, None, None, Some("boom")),
+            JobStatus::Failed
+        );
+        assert_eq!(derive_status(t, None, t, Some("")), JobStatus::Succeeded);
+    }
+
+    #[test]
+    fn enums_parse_their_own_names_only() {
+        for s in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(s.as_str()), Ok(s));
+        }
+        assert!(JobStatus::parse("done").is_err());
+        assert_eq!(
+            JobType::parse("workspace_build"),
+            Ok(JobType::WorkspaceBuild)
+        );
+        assert!(
+            JobType::parse("build")
+                .unwrap_err()
+                .contains("workspace_build")
+        );
+        assert_eq!(Provisioner::parse("echo"), Ok(Provisioner::Echo));
+        assert!(Provisioner::parse("ansible").is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Tags: string→string maps that decide which daemon may run which job.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+pub const SCOPE: &str = "scope";
+pub const OWNER: &str = "owner";
+pub const SCOPE_ORGANIZATION: &str = "organization";
+pub const SCOPE_USER: &str = "user";
+
+/// Normalised tags: always carry `scope` and `owner`. Ordered, so the JSON form is canonical.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tags(BTreeMap<String, String>);
+
+impl Tags {
+    /// Normalises raw tags: no `scope` → `scope=organization`; `scope=user` → `owner` = `user`
+    /// (the initiator, or for daemons the authenticating user); any other scope →
+    /// `scope=organization, owner=""`. Keys and values must not contain NUL.
+    pub fn normalize(raw: BTreeMap<String, String>, user: Option<Uuid>) -> Result<Self, String> {
+        check_no_nul(&raw)?;
+        let mut tags = raw;
+        let scope = tags.get(SCOPE).cloned().unwrap_or_default();
+        if scope == SCOPE_USER {
+            let user = user.ok_or("scope \"user\" needs an authenticated user")?;
+            tags.insert(OWNER.into(), user.to_string());
+        } else {
+            tags.insert(SCOPE.into(), SCOPE_ORGANIZATION.into());
+            tags.insert(OWNER.into(), String::new());
+        }
+        Ok(Self(tags))
+    }
+
+    /// The tags of a job or daemon with no tags at all.
+    pub fn untagged() -> Self {
+        Self::normalize(BTreeMap::new(), None).expect("empty tags normalise")
+    }
+
+    /// Tags as stored (already normalised), e.g. read back from the database.
+    pub fn from_stored(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+
+    pub fn is_untagged(&self) -> bool {
+        *self == Self::untagged()
+    }
+
+    /// Whether a daemon with tags `daemon` may run a job with these tags: the job's tags are a
+    /// subset of the daemon's, except that an untagged job only runs on an untagged daemon.
+    pub fn satisfied_by(&self, daemon: &Tags) -> bool {
+        if self.is_untagged() {
+            return daemon.is_untagged();
+        }
+        self.0.iter().all(|(k, v)| daemon.0.get(k) == Some(v))
+    }
+
+    pub fn as_map(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+
+    pub fn owner(&self) -> &str {
+        self.0.get(OWNER).map(String::as_str).unwrap_or_default()
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).expect("a string map serialises")
+    }
+}
+
+/// Rejects NUL in keys or values (PostgreSQL cannot store it, and it is never meaningful).
+pub fn check_no_nul(map: &BTreeMap<String, String>) -> Result<(), String> {
+    if map
+        .iter()
+        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        return Err("tag keys and values must not contain NUL characters".into());
+    }
+    Ok(())
+}
+
+/// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
+pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {
+    value
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(pairs: &[(&str, &str)], user: Option<Uuid>) -> Tags {
+        Tags::normalize(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            user,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn normalisation_fills_scope_and_owner() {
+        let u = Uuid::new_v4();
+        assert_eq!(tags(&[], None), Tags::untagged());
+        let t = tags(&[("scope", "user")], Some(u));
+        assert_eq!(t.owner(), u.to_string());
+        let t = tags(
+            &[("scope", "weird"), ("owner", "x"), ("os", "linux")],
+            Some(u),
+        );
+        assert_eq!(t.as_map()["scope"], "organization");
+        assert_eq!(t.owner(), "");
+        assert_eq!(t.as_map()["os"], "linux");
+        assert!(Tags::normalize([("scope".into(), "user".into())].into(), None).is_err());
+        assert!(Tags::normalize([("a\0".into(), "b".into())].into(), None).is_err());
+        assert!(Tags::normalize([("a".into(), "\0".into())].into(), None).is_err());
+    }
+
+    #[test]
+    fn matching_table() {
+        let u = Uuid::new_v4();
+        let other = Uuid::new_v4();
+        let untagged = Tags::untagged();
+        let linux = tags(&[("os", "linux")], None);
+        let linux_gpu = tags(&[("os", "linux"), ("gpu", "yes")], None);
+        let mine = tags(&[("scope", "user")], Some(u));
+        let theirs = tags(&[("scope", "user")], Some(other));
+        let cases = [
+            // (job, daemon, runs?)
+            (&untagged, &untagged, true),
+            (&untagged, &linux, false),
+            (&linux, &untagged, false),
+            (&linux, &linux, true),
+            (&linux, &linux_gpu, true),
+            (&linux_gpu, &linux, false),
+            (&mine, &mine, true),
+            (&mine, &theirs, false),
+            (&mine, &untagged, false),
+            (&untagged, &mine, false),
+        ];
+        for (job, daemon, expected) in cases {
+            assert_eq!(
+                job.satisfied_by(daemon),
+                expected,
+                "job {job:?} daemon {daemon:?}"
+            );
+        }
+    }
+}

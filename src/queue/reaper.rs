@@ -1,0 +1,67 @@
+//! The reaper: fails running jobs that stopped reporting and pending jobs nobody picked up, so
+//! nothing waits forever.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Wakeups;
+use crate::config::ReaperSettings;
+use crate::shutdown::Shutdown;
+use crate::store::jobs::{ReapPolicy, ReapedJob};
+use crate::store::{Store, StoreResult};
+
+#[derive(Clone)]
+pub struct Reaper {
+    store: Store,
+    wakeups: Wakeups,
+    policy: ReapPolicy,
+    interval: Duration,
+}
+
+impl Reaper {
+    pub fn new(store: Store, wakeups: Wakeups, settings: &ReaperSettings) -> Self {
+        let secs = |s: u64| chrono::Duration::seconds(s.min(i64::MAX as u64) as i64);
+        Self {
+            store,
+            wakeups,
+            policy: ReapPolicy {
+                hung_after: secs(settings.hung_after_secs),
+                pending_after: secs(settings.pending_after_secs),
+                max_jobs: settings.max_jobs_per_run,
+            },
+            interval: Duration::from_secs(settings.interval_secs),
+        }
+    }
+
+    /// One pass as if the time were `at` (tests inject a clock this way).
+    pub async fn run_once(&self, at: DateTime<Utc>) -> StoreResult<Vec<ReapedJob>> {
+        let reaped = self.store.reap_jobs(at, self.policy).await?;
+        for job in &reaped {
+            tracing::warn!(
+                job_id = %job.id,
+                organization_id = %job.organization_id,
+                reason = job.reason.as_str(),
+                "job reaped: {}",
+                job.error
+            );
+            self.wakeups.job_event(job.id);
+        }
+        Ok(reaped)
+    }
+
+    /// Runs every `interval_secs` until shutdown.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.run_once(crate::domain::now()).await {
+                tracing::error!(error = %e, "reaper pass failed; will retry");
+            }
+        }
+    }
+}

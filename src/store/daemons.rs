@@ -1,0 +1,204 @@
+//! The daemon registry: daemons register (or refresh) on every acquire, any worker call keeps
+//! them online, and admins list them with their status and jobs.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+use super::jobs::status_of;
+use super::{Store, StoreResult};
+use crate::domain::job::{JobStatus, Provisioner};
+use crate::domain::now;
+use crate::domain::tags::Tags;
+use crate::entity::{provisioner_daemon as daemon, provisioner_job as job, provisioner_key};
+
+/// What a daemon says about itself when it acquires.
+#[derive(Debug, Clone)]
+pub struct DaemonRegistration {
+    pub organization_id: Uuid,
+    pub name: String,
+    pub key_id: Option<Uuid>,
+    pub tags: Tags,
+    pub provisioners: Vec<Provisioner>,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaemonStatus {
+    Idle,
+    Busy,
+    Offline,
+}
+
+impl DaemonStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Busy => "busy",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// A job as shown on a daemon (current or previous).
+#[derive(Debug, Clone)]
+pub struct DaemonJob {
+    pub id: Uuid,
+    pub status: JobStatus,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonView {
+    pub daemon: daemon::Model,
+    pub key_name: Option<String>,
+    pub status: DaemonStatus,
+    pub current_job: Option<DaemonJob>,
+    pub previous_job: Option<DaemonJob>,
+}
+
+impl Store {
+    /// Creates or refreshes a daemon, unique per organization, name and owner tag.
+    pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {
+        let at = now();
+        let provisioners: Vec<&str> = reg.provisioners.iter().map(|p| p.as_str()).collect();
+        let row = daemon::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            organization_id: Set(reg.organization_id),
+            name: Set(reg.name),
+            owner_tag: Set(reg.tags.owner().to_string()),
+            key_id: Set(reg.key_id),
+            tags: Set(reg.tags.to_json()),
+            provisioners: Set(serde_json::json!(provisioners)),
+            version: Set(reg.version),
+            created_at: Set(at),
+            last_seen_at: Set(at),
+        };
+        let mut rows = daemon::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    daemon::Column::OrganizationId,
+                    daemon::Column::Name,
+                    daemon::Column::OwnerTag,
+                ])
+                .update_columns([
+                    daemon::Column::KeyId,
+                    daemon::Column::Tags,
+                    daemon::Column::Provisioners,
+                    daemon::Column::Version,
+                    daemon::Column::LastSeenAt,
+                ])
+                .to_owned(),
+            )
+            .exec_with_returning_many(self.connection())
+            .await?;
+        Ok(rows.pop().expect("an upsert returns its row"))
+    }
+
+    /// Marks the daemon holding a job as seen now.
+    pub(crate) async fn touch_worker(&self, worker: Option<Uuid>) -> StoreResult<()> {
+        if let Some(id) = worker {
+            daemon::Entity::update_many()
+                .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
+                .filter(daemon::Column::Id.eq(id))
+                .exec(self.connection())
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn daemon_by_id(&self, id: Uuid) -> StoreResult<Option<daemon::Model>> {
+        Ok(daemon::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?)
+    }
+
+    /// Daemons of an organization with status and jobs; `stale_after` decides "offline".
+    pub async fn list_daemons(
+        &self,
+        organization_id: Uuid,
+        stale_after: Duration,
+    ) -> StoreResult<Vec<DaemonView>> {
+        let db = self.connection();
+        let daemons = daemon::Entity::find()
+            .filter(daemon::Column::OrganizationId.eq(organization_id))
+            .order_by_asc(daemon::Column::CreatedAt)
+            .all(db)
+            .await?;
+        let keys = provisioner_key::Entity::find()
+            .filter(provisioner_key::Column::OrganizationId.eq(organization_id))
+            .all(db)
+            .await?;
+        let cutoff = now() - stale_after;
+        let mut views = Vec::with_capacity(daemons.len());
+        for d in daemons {
+            let recent = job::Entity::find()
+                .filter(job::Column::WorkerId.eq(d.id))
+                .order_by_desc(job::Column::StartedAt)
+                .limit_jobs(2)
+                .all(db)
+                .await?;
+            let current = recent.iter().find(|j| j.completed_at.is_none());
+            let previous = recent.iter().find(|j| j.completed_at.is_some());
+            let status = if d.last_seen_at < cutoff {
+                DaemonStatus::Offline
+            } else if current.is_some() {
+                DaemonStatus::Busy
+            } else {
+                DaemonStatus::Idle
+            };
+            let key_name = d.key_id.and_then(|k| {
+                keys.iter()
+                    .find(|key| key.id == k)
+                    .map(|key| key.name.clone())
+            });
+            views.push(DaemonView {
+                key_name,
+                status,
+                current_job: current.map(|j| DaemonJob {
+                    id: j.id,
+                    status: status_of(j),
+                }),
+                previous_job: previous.map(|j| DaemonJob {
+                    id: j.id,
+                    status: status_of(j),
+                }),
+                daemon: d,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Daemons of an organization seen since `since` (the online ones).
+    pub async fn online_daemons(
+        &self,
+        organization_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Vec<daemon::Model>> {
+        Ok(daemon::Entity::find()
+            .filter(daemon::Column::OrganizationId.eq(organization_id))
+            .filter(daemon::Column::LastSeenAt.gte(since))
+            .all(self.connection())
+            .await?)
+    }
+
+    /// Every daemon of an organization, online or not.
+    pub async fn all_daemons(&self, organization_id: Uuid) -> StoreResult<Vec<daemon::Model>> {
+        Ok(daemon::Entity::find()
+            .filter(daemon::Column::OrganizationId.eq(organization_id))
+            .order_by_asc(daemon::Column::CreatedAt)
+            .all(self.connection())
+            .await?)
+    }
+}
+
+/// `limit` under a name that does not clash with `QuerySelect::limit` imports.
+trait LimitJobs {
+    fn limit_jobs(self, n: u64) -> Self;
+}
+
+impl LimitJobs for sea_orm::Select<job::Entity> {
+    fn limit_jobs(self, n: u64) -> Self {
+        sea_orm::QuerySelect::limit(self, n)
+    }
+}

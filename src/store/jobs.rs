@@ -1,0 +1,561 @@
+//! Every statement about provisioner jobs: enqueue, claim, heartbeat, finish, cancel, reap and
+//! list. State changes are single statements that check the current state in their `WHERE`
+//! clause, so a lost race changes nothing instead of corrupting a job.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, SimpleExpr};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DbBackend, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::logs::{NewLog, cap_logs, insert_logs};
+use super::{Store, StoreError, StoreResult};
+use crate::domain::job::{ErrorCode, JobStatus, JobType, LogLevel, LogSource, Provisioner};
+use crate::domain::secrets::{hash_secret, random_secret};
+use crate::domain::tags::Tags;
+use crate::domain::{PREBUILDS_USER_ID, now};
+use crate::entity::provisioner_job::{self as job, Column};
+
+/// A job about to be enqueued; every field is already validated.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub organization_id: Uuid,
+    pub initiator_id: Uuid,
+    pub job_type: JobType,
+    pub provisioner: Provisioner,
+    pub tags: Tags,
+    pub input: Value,
+    pub file_id: Uuid,
+    pub metadata: Value,
+}
+
+/// Which jobs a list or a bulk cancel selects. Empty parts select everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub ids: Vec<Uuid>,
+    pub statuses: Vec<JobStatus>,
+    /// The job's tags must contain these (an exactly untagged filter matches untagged jobs).
+    pub tags: Option<BTreeMap<String, String>>,
+    pub initiator: Option<Uuid>,
+}
+
+impl JobFilter {
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+            && self.statuses.is_empty()
+            && self.tags.is_none()
+            && self.initiator.is_none()
+    }
+}
+
+/// What a daemon may run: its organization, provisioners and (normalised) tags.
+#[derive(Debug, Clone)]
+pub struct Runnable {
+    pub organization_id: Uuid,
+    pub provisioners: Vec<Provisioner>,
+    pub tags: Tags,
+}
+
+/// A claimed job and the lease the daemon must present to report on it.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub job: job::Model,
+    pub lease_token: String,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub canceled: bool,
+    pub logs_overflowed: bool,
+}
+
+/// Why the reaper failed a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapReason {
+    Hung,
+    Pending,
+}
+
+impl ReapReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hung => "hung",
+            Self::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ReapedJob {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub reason: ReapReason,
+    pub error: String,
+}
+
+/// Limits the reaper works with.
+#[derive(Debug, Clone, Copy)]
+pub struct ReapPolicy {
+    pub hung_after: Duration,
+    pub pending_after: Duration,
+    pub max_jobs: u64,
+}
+
+/// The status of a job row.
+pub fn status_of(j: &job::Model) -> JobStatus {
+    crate::domain::job::derive_status(
+        j.started_at,
+        j.canceled_at,
+        j.completed_at,
+        j.error.as_deref(),
+    )
+}
+
+fn pending() -> SimpleExpr {
+    Expr::cust(JobStatus::Pending.sql_predicate())
+}
+
+/// SQL: a daemon with tags `daemon` may run the job (`Tags::satisfied_by`).
+fn runnable_by(backend: DbBackend, daemon: &Tags) -> Condition {
+    let d = daemon.to_json();
+    let subset = match backend {
+        DbBackend::Postgres => {
+            Expr::cust_with_values(r#"CAST($1 AS jsonb) @> "provisioner_jobs"."tags""#, [d])
+        }
+        _ => Expr::cust_with_values(
+            r#"NOT EXISTS (SELECT 1 FROM json_each("provisioner_jobs"."tags") AS j WHERE NOT EXISTS (SELECT 1 FROM json_each(?) AS d WHERE d.key = j.key AND d.value = j.value))"#,
+            [d],
+        ),
+    };
+    let mut condition = Condition::all().add(subset);
+    if !daemon.is_untagged() {
+        condition = condition.add(Expr::cust(untagged_sql(backend)).not());
+    }
+    condition
+}
+
+/// SQL: the job's tags are exactly the untagged set.
+fn untagged_sql(backend: DbBackend) -> &'static str {
+    match backend {
+        DbBackend::Postgres => {
+            r#""provisioner_jobs"."tags" = '{"scope":"organization","owner":""}'::jsonb"#
+        }
+        _ => {
+            r#"(json_extract("provisioner_jobs"."tags", '$.scope') = 'organization' AND json_extract("provisioner_jobs"."tags", '$.owner') = '' AND (SELECT COUNT(*) FROM json_each("provisioner_jobs"."tags")) = 2)"#
+        }
+    }
+}
+
+/// SQL: the job's tags contain every pair of `filter` (the list/cancel `tags` filter).
+fn tags_contain(backend: DbBackend, filter: &BTreeMap<String, String>) -> SimpleExpr {
+    if Tags::from_stored(filter.clone()).is_untagged() {
+        return Expr::cust(untagged_sql(backend));
+    }
+    let f = serde_json::to_value(filter).expect("a string map serialises");
+    match backend {
+        DbBackend::Postgres => {
+            Expr::cust_with_values(r#""provisioner_jobs"."tags" @> CAST($1 AS jsonb)"#, [f])
+        }
+        _ => Expr::cust_with_values(
+            r#"NOT EXISTS (SELECT 1 FROM json_each(?) AS f WHERE NOT EXISTS (SELECT 1 FROM json_each("provisioner_jobs"."tags") AS j WHERE j.key = f.key AND j.value = f.value))"#,
+            [f],
+        ),
+    }
+}
+
+impl Store {
+    /// Inserts a pending job. A prebuild job while prebuilds are paused is a conflict.
+    pub async fn enqueue_job(&self, new: NewJob) -> StoreResult<job::Model> {
+        let is_prebuild = new.initiator_id == PREBUILDS_USER_ID;
+        if is_prebuild && self.prebuilds_paused().await? {
+            return Err(StoreError::conflict(
+                "Prebuilds are paused: prebuild jobs are not accepted until they are resumed.",
+                None,
+            ));
+        }
+        let at = now();
+        let model = job::ActiveModel {
+            id: Set(Uuid::new_v4()),
+            created_at: Set(at),
+            updated_at: Set(at),
+            started_at: Set(None),
+            canceled_at: Set(None),
+            completed_at: Set(None),
+            error: Set(None),
+            error_code: Set(None),
+            organization_id: Set(new.organization_id),
+            initiator_id: Set(new.initiator_id),
+            is_prebuild: Set(is_prebuild),
+            provisioner: Set(new.provisioner.as_str().to_string()),
+            job_type: Set(new.job_type.as_str().to_string()),
+            input: Set(new.input),
+            file_id: Set(new.file_id),
+            tags: Set(new.tags.to_json()),
+            metadata: Set(new.metadata),
+            worker_id: Set(None),
+            lease_token: Set(None),
+            logs_length: Set(0),
+            logs_overflowed: Set(false),
+        };
+        Ok(model.insert(self.connection()).await?)
+    }
+
+    /// A job of an organization.
+    pub async fn job(&self, organization_id: Uuid, id: Uuid) -> StoreResult<job::Model> {
+        job::Entity::find_by_id(id)
+            .filter(Column::OrganizationId.eq(organization_id))
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A job by id alone (worker calls carry no organization).
+    pub async fn job_by_id(&self, id: Uuid) -> StoreResult<job::Model> {
+        job::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
+        let mut c = Condition::all().add(Column::OrganizationId.eq(organization_id));
+        if !f.ids.is_empty() {
+            c = c.add(Column::Id.is_in(f.ids.clone()));
+        }
+        if !f.statuses.is_empty() {
+            let any = f.statuses.iter().fold(Condition::any(), |any, s| {
+                any.add(Expr::cust(s.sql_predicate()))
+            });
+            c = c.add(any);
+        }
+        if let Some(tags) = &f.tags {
+            c = c.add(tags_contain(self.backend(), tags));
+        }
+        if let Some(initiator) = f.initiator {
+            c = c.add(Column::InitiatorId.eq(initiator));
+        }
+        c
+    }
+
+    /// Jobs of an organization matching `filter`, newest first.
+    pub async fn list_jobs(
+        &self,
+        organization_id: Uuid,
+        filter: &JobFilter,
+        limit: u64,
+    ) -> StoreResult<Vec<job::Model>> {
+        Ok(job::Entity::find()
+            .filter(self.filter_condition(organization_id, filter))
+            .order_by_desc(Column::CreatedAt)
+            .order_by_desc(Column::Id)
+            .limit(limit)
+            .all(self.connection())
+            .await?)
+    }
+
+    /// Claims the next job a daemon may run, in one statement: human jobs before prebuild jobs,
+    /// then oldest first. PostgreSQL skips rows other claims hold (`FOR UPDATE SKIP LOCKED`);
+    /// SQLite runs the statement alone. No job is ever handed out twice.
+    pub async fn claim_job(
+        &self,
+        daemon_id: Uuid,
+        runnable: &Runnable,
+    ) -> StoreResult<Option<Claim>> {
+        let at = now();
+        let lease_token = random_secret(32);
+        let provisioners: Vec<&str> = runnable.provisioners.iter().map(|p| p.as_str()).collect();
+        let next = job::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::OrganizationId.eq(runnable.organization_id))
+            .filter(pending())
+            .filter(Column::Provisioner.is_in(provisioners))
+            .filter(runnable_by(self.backend(), &runnable.tags))
+            .order_by_asc(Column::IsPrebuild)
+            .order_by_asc(Column::CreatedAt)
+            .order_by_asc(Column::Id)
+            .limit(1)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_query();
+        let mut claimed = job::Entity::update_many()
+            .col_expr(Column::StartedAt, Expr::value(at))
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .col_expr(Column::WorkerId, Expr::value(daemon_id))
+            .col_expr(Column::LeaseToken, Expr::value(hash_secret(&lease_token)))
+            .filter(Column::Id.in_subquery(next))
+            .exec_with_returning(self.connection())
+            .await?;
+        Ok(claimed.pop().map(|job| Claim { job, lease_token }))
+    }
+
+    /// Why a lease-guarded write matched nothing: the job is missing, or the lease is stale.
+    async fn lease_failure(&self, id: Uuid) -> StoreError {
+        match self.job_by_id(id).await {
+            Ok(_) => StoreError::conflict(
+                "The lease is not this job's current lease: the job was finished, canceled or reaped.",
+                None,
+            ),
+            Err(e) => e,
+        }
+    }
+
+    /// A daemon's heartbeat with optional log lines: refreshes the job's liveness, appends what
+    /// fits under the log cap, and tells the daemon whether the job was canceled.
+    pub async fn heartbeat_job(
+        &self,
+        id: Uuid,
+        lease_token: &str,
+        logs: Vec<NewLog>,
+    ) -> StoreResult<Heartbeat> {
+        let at = now();
+        let txn = self.connection().begin().await?;
+        let mut rows = job::Entity::update_many()
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .filter(Column::Id.eq(id))
+            .filter(Column::LeaseToken.eq(hash_secret(lease_token)))
+            .filter(Column::CompletedAt.is_null())
+            .exec_with_returning(&txn)
+            .await?;
+        let Some(job) = rows.pop() else {
+            txn.rollback().await?;
+            return Err(self.lease_failure(id).await);
+        };
+        let (kept, bytes, dropped) = cap_logs(job.logs_length, logs);
+        insert_logs(&txn, id, kept).await?;
+        let overflowed = job.logs_overflowed || dropped;
+        if bytes > 0 || overflowed != job.logs_overflowed {
+            job::Entity::update_many()
+                .col_expr(Column::LogsLength, Expr::col(Column::LogsLength).add(bytes))
+                .col_expr(Column::LogsOverflowed, Expr::value(overflowed))
+                .filter(Column::Id.eq(id))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        self.touch_worker(job.worker_id).await?;
+        Ok(Heartbeat {
+            canceled: job.canceled_at.is_some(),
+            logs_overflowed: overflowed,
+        })
+    }
+
+    /// Finishes a job the daemon holds: successfully (`error` None) or failed. A job that was
+    /// being canceled ends `canceled` on success, as the status rule says.
+    pub async fn finish_job(
+        &self,
+        id: Uuid,
+        lease_token: &str,
+        error: Option<(String, Option<ErrorCode>)>,
+    ) -> StoreResult<job::Model> {
+        let at = now();
+        let mut update = job::Entity::update_many()
+            .col_expr(Column::CompletedAt, Expr::value(at))
+            .col_expr(Column::UpdatedAt, Expr::value(at));
+        if let Some((message, code)) = error {
+            update = update
+                .col_expr(Column::Error, Expr::value(message))
+                .col_expr(
+                    Column::ErrorCode,
+                    Expr::value(code.map(|c| c.as_str().to_string())),
+                );
+        }
+        let mut rows = update
+            .filter(Column::Id.eq(id))
+            .filter(Column::LeaseToken.eq(hash_secret(lease_token)))
+            .filter(Column::CompletedAt.is_null())
+            .exec_with_returning(self.connection())
+            .await?;
+        let Some(job) = rows.pop() else {
+            return Err(self.lease_failure(id).await);
+        };
+        self.touch_worker(job.worker_id).await?;
+        Ok(job)
+    }
+
+    /// Cancels one job atomically: pending → canceled at once (it is never handed out
+    /// afterwards), running → canceling until its daemon finishes it. `expect` makes the cancel
+    /// conditional on the current status (412 otherwise).
+    pub async fn cancel_job(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        expect: Option<JobStatus>,
+    ) -> StoreResult<job::Model> {
+        let mut condition = Condition::all()
+            .add(Column::OrganizationId.eq(organization_id))
+            .add(Column::Id.eq(id));
+        condition = match expect {
+            Some(JobStatus::Pending) => condition.add(pending()),
+            Some(JobStatus::Running) => {
+                condition.add(Expr::cust(JobStatus::Running.sql_predicate()))
+            }
+            _ => condition,
+        };
+        if let Some(job) = self.cancel_where(condition).await?.pop() {
+            return Ok(job);
+        }
+        let job = self.job(organization_id, id).await?;
+        let status = status_of(&job);
+        Err(match status {
+            JobStatus::Canceled | JobStatus::Canceling => {
+                StoreError::Invalid("Job has already been marked as canceled!".into())
+            }
+            s if s.is_terminal() => StoreError::Invalid("Job has already completed!".into()),
+            s => StoreError::PreconditionFailed(format!(
+                "Job status is \"{s}\", not \"{}\".",
+                expect.map(JobStatus::as_str).unwrap_or("cancelable")
+            )),
+        })
+    }
+
+    /// Cancels every pending or running job matching `filter`, each atomically, in one
+    /// statement. Returns the canceled jobs.
+    pub async fn cancel_jobs(
+        &self,
+        organization_id: Uuid,
+        filter: &JobFilter,
+    ) -> StoreResult<Vec<job::Model>> {
+        self.cancel_where(self.filter_condition(organization_id, filter))
+            .await
+    }
+
+    /// The one cancel statement: only jobs not finished and not already canceled match, and a
+    /// job that never started is completed in the same write.
+    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
+        let at = now();
+        Ok(job::Entity::update_many()
+            .col_expr(Column::CanceledAt, Expr::value(at))
+            .col_expr(Column::UpdatedAt, Expr::value(at))
+            .col_expr(
+                Column::CompletedAt,
+                Expr::cust_with_values(
+                    match self.backend() {
+                        DbBackend::Postgres => {
+                            "CASE WHEN started_at IS NULL THEN $1 ELSE completed_at END"
+                        }
+                        _ => "CASE WHEN started_at IS NULL THEN ? ELSE completed_at END",
+                    },
+                    [at],
+                ),
+            )
+            .filter(condition)
+            .filter(Column::CompletedAt.is_null())
+            .filter(Column::CanceledAt.is_null())
+            .filter(Expr::cust("COALESCE(error, '') = ''"))
+            .exec_with_returning(self.connection())
+            .await?)
+    }
+
+    /// Fails hung running jobs and stale pending jobs, at most `policy.max_jobs` per call. Each
+    /// write re-checks the job in its `WHERE` clause, and PostgreSQL skips rows another replica
+    /// is reaping, so no job is reaped twice.
+    pub async fn reap_jobs(
+        &self,
+        at: DateTime<Utc>,
+        policy: ReapPolicy,
+    ) -> StoreResult<Vec<ReapedJob>> {
+        let txn = self.connection().begin().await?;
+        let hung_cutoff = at - policy.hung_after;
+        let pending_cutoff = at - policy.pending_after;
+        let candidates = |reason: ReapReason, limit: u64| {
+            let (running, cutoff) = match reason {
+                ReapReason::Hung => (Column::StartedAt.is_not_null(), hung_cutoff),
+                ReapReason::Pending => (Column::StartedAt.is_null(), pending_cutoff),
+            };
+            job::Entity::find()
+                .filter(running)
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::UpdatedAt.lt(cutoff))
+                .order_by_asc(Column::UpdatedAt)
+                .limit(limit)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .all(&txn)
+        };
+        let mut found: Vec<(job::Model, ReapReason)> =
+            candidates(ReapReason::Hung, policy.max_jobs)
+                .await?
+                .into_iter()
+                .map(|j| (j, ReapReason::Hung))
+                .collect();
+        let room = policy.max_jobs.saturating_sub(found.len() as u64);
+        if room > 0 {
+            found.extend(
+                candidates(ReapReason::Pending, room)
+                    .await?
+                    .into_iter()
+                    .map(|j| (j, ReapReason::Pending)),
+            );
+        }
+        let mut reaped = Vec::new();
+        for (job, reason) in found {
+            let (after, cutoff) = match reason {
+                ReapReason::Hung => (policy.hung_after, hung_cutoff),
+                ReapReason::Pending => (policy.pending_after, pending_cutoff),
+            };
+            let error = format!(
+                "Job has been detected as {} for {} and was failed by the reaper.",
+                reason.as_str(),
+                describe_minutes(after)
+            );
+            let result = job::Entity::update_many()
+                .col_expr(Column::Error, Expr::value(error.clone()))
+                .col_expr(Column::CompletedAt, Expr::value(at))
+                .col_expr(Column::UpdatedAt, Expr::value(at))
+                .filter(Column::Id.eq(job.id))
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::UpdatedAt.lt(cutoff))
+                .exec(&txn)
+                .await?;
+            if result.rows_affected != 1 {
+                continue;
+            }
+            let line = NewLog {
+                created_at: at,
+                source: LogSource::ProvisionerDaemon,
+                level: LogLevel::Error,
+                stage: "Cleaning Up".into(),
+                output: error.clone(),
+            };
+            insert_logs(&txn, job.id, vec![line]).await?;
+            reaped.push(ReapedJob {
+                id: job.id,
+                organization_id: job.organization_id,
+                reason,
+                error,
+            });
+        }
+        txn.commit().await?;
+        Ok(reaped)
+    }
+}
+
+/// "5 minutes", "1 minute", "0.5 minutes": how long, in the reaper's error text.
+fn describe_minutes(d: Duration) -> String {
+    let secs = d.num_seconds();
+    if secs % 60 == 0 {
+        let m = secs / 60;
+        format!("{m} minute{}", if m == 1 { "" } else { "s" })
+    } else {
+        format!("{:.2} minutes", secs as f64 / 60.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn minutes_read_naturally() {
+        use chrono::Duration;
+        assert_eq!(super::describe_minutes(Duration::seconds(300)), "5 minutes");
+        assert_eq!(super::describe_minutes(Duration::seconds(60)), "1 minute");
+        assert_eq!(
+            super::describe_minutes(Duration::seconds(30)),
+            "0.50 minutes"
+        );
+    }
+}

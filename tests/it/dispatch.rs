@@ -1,0 +1,383 @@
+//! Handing jobs to daemons: tag matching, exactly-once under concurrency, wake-ups across
+//! replicas, cancel races, daemon credentials and the daemon registry.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use provq::entity::organization;
+use reqwest::StatusCode;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::backend_tests;
+use crate::helpers::*;
+
+async fn second_organization(app: &TestApp) -> uuid::Uuid {
+    let now = provq::domain::now();
+    let org = organization::ActiveModel {
+        id: Set(uuid::Uuid::new_v4()),
+        name: Set("second".into()),
+        display_name: Set("Second".into()),
+        description: Set(String::new()),
+        icon: Set(String::new()),
+        is_default: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(app.state.store.connection())
+    .await
+    .unwrap();
+    org.id
+}
+
+backend_tests! {
+    async fn tag_matching_follows_the_contract_table(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let (_, me) = app.get("/users/me", Some(&owner)).await;
+        let owner_id = me["id"].as_str().unwrap().to_string();
+        let member = app.member(&owner, "mo").await;
+        // (job body, daemon acquire body, credential, runs?)
+        let org = json!({"scope": "organization"});
+        let cases: Vec<(Value, Value, bool)> = vec![
+            (json!({}), json!({}), true),
+            (json!({}), json!({"tags": {"os": "linux"}}), false),
+            (json!({"tags": {"os": "linux"}}), json!({}), false),
+            (json!({"tags": {"os": "linux"}}), json!({"tags": {"os": "linux"}}), true),
+            (json!({"tags": {"os": "linux"}}), json!({"tags": {"os": "linux", "gpu": "yes"}}), true),
+            (json!({"tags": {"os": "linux", "gpu": "yes"}}), json!({"tags": {"os": "linux"}}), false),
+            (json!({"tags": org.clone()}), json!({"tags": org}), true),
+            (json!({"provisioner": "echo"}), json!({}), false),
+            (json!({"provisioner": "echo"}), json!({"provisioners": ["terraform", "echo"]}), true),
+        ];
+        for (i, (job, daemon, runs)) in cases.into_iter().enumerate() {
+            let mut body = job.clone();
+            body["type"] = json!("workspace_build");
+            let id = app.enqueue(&owner, body).await["id"].as_str().unwrap().to_string();
+            let mut acquire = daemon.clone();
+            acquire["name"] = json!(format!("case-{i}"));
+            acquire["wait_seconds"] = json!(0);
+            let (status, got) = app.worker("/acquire", acquire).await;
+            if runs {
+                assert_eq!(status, StatusCode::OK, "case {i}: job {job} daemon {daemon}: {got}");
+                assert_eq!(got["job"]["job_id"], id.as_str());
+                app.worker(&format!("/jobs/{id}/complete"), json!({"lease_token": got["job"]["lease_token"]})).await;
+            } else {
+                assert_eq!(status, StatusCode::NO_CONTENT, "case {i}: job {job} daemon {daemon}: {got}");
+                app.post(&format!("/organizations/default/provisionerjobs/{id}/cancel"), Some(&owner), json!({})).await;
+            }
+        }
+
+        // User scope: the owner tag is the initiator's id, and a daemon run with an owner's
+        // session gets the owner's id; another user's scoped job is not its business.
+        let mine = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"scope": "user"}})).await;
+        assert_eq!(mine["tags"]["owner"], owner_id.as_str());
+        let theirs = app.enqueue(&member, json!({"type": "workspace_build", "tags": {"scope": "user"}})).await;
+        let session = ("Coder-Session-Token", owner.as_str());
+        let (status, got) = app.worker_with("/acquire", session, json!({"name": "mine", "tags": {"scope": "user"}, "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["job"]["job_id"], mine["id"]);
+        let (status, _) = app.worker_with("/acquire", session, json!({"name": "mine", "tags": {"scope": "user"}, "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "the member's job {} is not for the owner's daemon", theirs["id"]);
+        // PSK daemons have no user to scope to.
+        let (status, body) = app.worker("/acquire", json!({"name": "psk", "tags": {"scope": "user"}, "wait_seconds": 0})).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST);
+
+        // Another organization's daemon never sees this organization's jobs.
+        let other = second_organization(&app).await;
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let (status, _) = app.worker("/acquire", json!({"name": "elsewhere", "organization": other, "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, got) = app.worker("/acquire", json!({"name": "here", "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(got["job"]["job_id"], job["id"]);
+    }
+
+    async fn human_jobs_come_before_prebuild_jobs_then_oldest_first(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let p1 = app.enqueue(&owner, json!({"type": "workspace_build", "initiator": "prebuilds"})).await;
+        let h1 = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let p2 = app.enqueue(&owner, json!({"type": "workspace_build", "initiator": "prebuilds"})).await;
+        let h2 = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let mut order = Vec::new();
+        while let Some((id, _)) = app.acquire("d", json!({}), 0).await {
+            order.push(id);
+        }
+        let expected: Vec<String> = [h1, h2, p1, p2].iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+        assert_eq!(order, expected);
+    }
+
+    async fn eight_long_polling_daemons_get_500_jobs_exactly_once(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let total = 500;
+        let mut daemons = Vec::new();
+        for d in 0..8 {
+            let (app, seen) = (app.clone(), seen.clone());
+            daemons.push(tokio::spawn(async move {
+                loop {
+                    if seen.lock().await.len() >= total {
+                        return;
+                    }
+                    if let Some((id, lease)) = app.acquire(&format!("daemon-{d}"), json!({}), 1).await {
+                        let (status, _) = app.worker(&format!("/jobs/{id}/complete"), json!({"lease_token": lease})).await;
+                        assert_eq!(status, StatusCode::NO_CONTENT);
+                        seen.lock().await.push(id);
+                    }
+                }
+            }));
+        }
+        let mut enqueued = HashSet::new();
+        for _ in 0..total {
+            let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+            enqueued.insert(job["id"].as_str().unwrap().to_string());
+        }
+        for d in daemons {
+            tokio::time::timeout(Duration::from_secs(120), d).await.expect("drained in time").unwrap();
+        }
+        let seen = seen.lock().await;
+        let unique: HashSet<String> = seen.iter().cloned().collect();
+        assert_eq!(seen.len(), total, "a job was acquired twice");
+        assert_eq!(unique, enqueued, "a job was lost");
+    }
+
+    async fn a_cancel_racing_an_acquire_never_leaves_a_job_both_running_and_finished(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        for _ in 0..40 {
+            let id = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+            let cancel_path = format!("/organizations/default/provisionerjobs/{id}/cancel?expect_status=pending");
+            let cancel = app.post(&cancel_path, Some(&owner), json!({}));
+            let acquire = app.worker("/acquire", json!({"name": "racer", "wait_seconds": 0}));
+            let ((cancel_status, _), (acquire_status, acquired)) = tokio::join!(cancel, acquire);
+            let job = app.job(&owner, &id).await;
+            match (cancel_status, acquire_status) {
+                (StatusCode::OK, StatusCode::NO_CONTENT) => assert_eq!(job["status"], "canceled"),
+                (StatusCode::PRECONDITION_FAILED, StatusCode::OK) => {
+                    assert_eq!(job["status"], "running");
+                    assert_eq!(acquired["job"]["job_id"], id.as_str());
+                    app.worker(&format!("/jobs/{id}/complete"), json!({"lease_token": acquired["job"]["lease_token"]})).await;
+                }
+                other => panic!("impossible outcome {other:?}: {job}"),
+            }
+        }
+    }
+
+    async fn a_new_job_wakes_a_waiting_daemon_at_once(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let waiter = {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let got = app.acquire("sleeper", json!({}), 20).await;
+                (got, started.elapsed())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let (got, waited) = waiter.await.unwrap();
+        assert_eq!(got.unwrap().0, job["id"].as_str().unwrap());
+        assert!(waited < Duration::from_secs(4), "woken by the backup poll, not the wake-up: {waited:?}");
+    }
+
+    async fn bad_worker_input_and_credentials_are_refused(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let member = app.member(&owner, "wm").await;
+        let id = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        for (body, field) in [
+            (json!({}), "name"),
+            (json!({"name": ""}), "name"),
+            (json!({"name": "x".repeat(65)}), "name"),
+            (json!({"name": "d", "wait_seconds": -1}), "wait_seconds"),
+            (json!({"name": "d", "wait_seconds": 31}), "wait_seconds"),
+            (json!({"name": "d", "provisioners": ["ansible"]}), "provisioners"),
+            (json!({"name": "d", "tags": {"k\u{0}": "v"}}), "tags"),
+            (json!({"name": "d", "organization": "nope"}), "organization"),
+        ] {
+            let (status, err) = app.worker("/acquire", body.clone()).await;
+            assert_error(status, &err, StatusCode::BAD_REQUEST);
+            assert_eq!(validation_fields(&err), [field], "{body}");
+        }
+        let (status, err) = app.worker("/acquire", json!({"name": "d", "wait_seconds": 1.0e30})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        for header in [("Coder-Provisioner-Daemon-PSK", "wrong"), ("Coder-Provisioner-Daemon-Key", "wrong"), ("Coder-Session-Token", member.as_str()), ("X-Nothing", "x")] {
+            let (status, err) = app.worker_with("/acquire", header, json!({"name": "d", "wait_seconds": 0})).await;
+            assert!(status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN, "{header:?}: {status} {err}");
+            assert!(err["message"].is_string());
+        }
+        assert_eq!(app.status_of(&owner, &id).await, "pending", "refused daemons got nothing");
+        let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
+        let (status, err) = app.worker(&format!("/jobs/{id}/fail"), json!({"lease_token": lease, "error": ""})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        let (status, err) = app.worker(&format!("/jobs/{id}/complete"), json!({"lease_token": "wrong"})).await;
+        assert_error(status, &err, StatusCode::CONFLICT);
+        let (status, err) = app.worker(&format!("/jobs/{id}/complete"), json!({})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        let (status, err) = app.worker(&format!("/jobs/{}/complete", uuid::Uuid::new_v4()), json!({"lease_token": lease})).await;
+        assert_error(status, &err, StatusCode::NOT_FOUND);
+        let (status, err) = app.worker("/jobs/not-a-uuid/complete", json!({"lease_token": lease})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        let (status, err) = app.worker(&format!("/jobs/{id}/update"), json!({"lease_token": lease, "logs": [{"level": "loud", "output": "x"}]})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        assert_eq!(validation_fields(&err), ["logs[0].level"]);
+        assert_eq!(app.status_of(&owner, &id).await, "running", "nothing changed");
+    }
+
+    async fn provisioner_keys_fix_organization_and_tags(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let path = "/organizations/default/provisionerkeys";
+        let (status, created) = app.post(path, Some(&owner), json!({"name": "gpu-pool", "tags": {"gpu": "yes"}})).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        let key = created["key"].as_str().unwrap().to_string();
+        let (status, err) = app.post(path, Some(&owner), json!({"name": "gpu-pool"})).await;
+        assert_error(status, &err, StatusCode::CONFLICT);
+        for bad in [json!({}), json!({"name": "psk"}), json!({"name": "bad name"})] {
+            let (status, err) = app.post(path, Some(&owner), bad).await;
+            assert_error(status, &err, StatusCode::BAD_REQUEST);
+        }
+        let (_, keys) = app.get(path, Some(&owner)).await;
+        assert_eq!(keys.as_array().unwrap().len(), 1);
+        assert_eq!(keys[0]["name"], "gpu-pool");
+        assert_eq!(keys[0]["tags"], json!({"gpu": "yes", "scope": "organization", "owner": ""}));
+        assert!(keys[0].get("key").is_none() && !keys.to_string().contains(&key));
+
+        let plain = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let gpu = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"gpu": "yes"}})).await;
+        let with_key = ("Coder-Provisioner-Daemon-Key", key.as_str());
+        let (status, err) = app.worker_with("/acquire", with_key, json!({"name": "k", "tags": {"gpu": "yes"}, "wait_seconds": 0})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        let (status, got) = app.worker_with("/acquire", with_key, json!({"name": "k", "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(got["job"]["job_id"], gpu["id"], "the key's tags decide: {plain}");
+
+        // A key of organization A cannot touch jobs of organization B.
+        let other = second_organization(&app).await;
+        let (_, other_key) = app.post(&format!("/organizations/{other}/provisionerkeys"), Some(&owner), json!({"name": "other"})).await;
+        let other_key = other_key["key"].as_str().unwrap().to_string();
+        let lease = got["job"]["lease_token"].as_str().unwrap();
+        let gpu_id = gpu["id"].as_str().unwrap();
+        let (status, err) = app.worker_with(&format!("/jobs/{gpu_id}/complete"), ("Coder-Provisioner-Daemon-Key", &other_key), json!({"lease_token": lease})).await;
+        assert_error(status, &err, StatusCode::NOT_FOUND);
+        assert_eq!(app.status_of(&owner, gpu_id).await, "running");
+
+        let (status, _) = app.request(reqwest::Method::DELETE, &format!("{path}/gpu-pool"), Some(&owner), None).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        let (status, _) = app.request(reqwest::Method::DELETE, &format!("{path}/gpu-pool"), Some(&owner), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = app.worker_with("/acquire", with_key, json!({"name": "k", "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "a deleted key no longer works");
+    }
+
+    async fn the_daemon_list_shows_status_and_jobs(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let first = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (_, lease) = app.acquire("worker-a", json!({}), 0).await.unwrap();
+        app.worker(&format!("/jobs/{first}/complete"), json!({"lease_token": lease})).await;
+        let second = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        app.acquire("worker-a", json!({}), 0).await.unwrap();
+        assert!(app.acquire("worker-b", json!({"os": "mac"}), 0).await.is_none());
+        let (status, daemons) = app.get("/organizations/default/provisionerdaemons", Some(&owner)).await;
+        assert_eq!(status, StatusCode::OK);
+        let daemons = daemons.as_array().unwrap();
+        assert_eq!(daemons.len(), 2, "re-acquiring under one name reuses the daemon: {daemons:?}");
+        let a = daemons.iter().find(|d| d["name"] == "worker-a").unwrap();
+        assert_eq!(a["status"], "busy");
+        assert_eq!(a["current_job"]["id"], second.as_str());
+        assert_eq!(a["current_job"]["status"], "running");
+        assert_eq!(a["previous_job"]["id"], first.as_str());
+        assert_eq!(a["previous_job"]["status"], "succeeded");
+        assert_eq!(a["key_name"], "psk");
+        assert_eq!(a["provisioners"], json!(["terraform"]));
+        let b = daemons.iter().find(|d| d["name"] == "worker-b").unwrap();
+        assert_eq!(b["status"], "idle");
+        assert_eq!(b["tags"], json!({"os": "mac", "scope": "organization", "owner": ""}));
+        assert!(b.get("current_job").is_none());
+
+        // A daemon not seen for stale_after_secs is offline.
+        use provq::entity::provisioner_daemon;
+        use sea_orm::{EntityTrait, sea_query::Expr};
+        provisioner_daemon::Entity::update_many()
+            .col_expr(provisioner_daemon::Column::LastSeenAt, Expr::value(provq::domain::now() - chrono::Duration::seconds(91)))
+            .exec(app.state.store.connection())
+            .await
+            .unwrap();
+        let (_, daemons) = app.get("/organizations/default/provisionerdaemons", Some(&owner)).await;
+        assert!(daemons.as_array().unwrap().iter().all(|d| d["status"] == "offline"), "{daemons}");
+    }
+}
+
+/// Two `provq serve` replicas on one PostgreSQL: daemons wait on replica A, jobs arrive through
+/// replica B, and LISTEN/NOTIFY wakes them well before the backup poll would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_queue_and_wake_each_other() {
+    let (a, owner) = spawn_queue(Backend::Postgres).await;
+    let mut settings = test_settings(&a.database_url);
+    settings.provisioner.daemon_psk = PSK.into();
+    let b = provq::startup::Application::build(settings).await.unwrap();
+    let b_url = format!("http://{}", b.local_addr());
+    let b_shutdown = provq::shutdown::Shutdown::new();
+    tokio::spawn(b.run(b_shutdown.clone()));
+    let a = Arc::new(a);
+    let total = 40;
+    let seen = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
+    let mut daemons = Vec::new();
+    for d in 0..4 {
+        let (a, seen) = (a.clone(), seen.clone());
+        daemons.push(tokio::spawn(async move {
+            while seen.lock().await.len() < total {
+                let started = Instant::now();
+                if let Some((id, lease)) = a.acquire(&format!("a-{d}"), json!({}), 2).await {
+                    let waited = started.elapsed();
+                    a.worker(
+                        &format!("/jobs/{id}/complete"),
+                        json!({"lease_token": lease}),
+                    )
+                    .await;
+                    seen.lock().await.push((id, waited));
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let http = http_client();
+    let mut enqueued = HashSet::new();
+    for _ in 0..total {
+        let job: Value = http
+            .post(format!(
+                "{b_url}/api/v2/organizations/default/provisionerjobs"
+            ))
+            .header("Coder-Session-Token", &owner)
+            .json(&json!({"type": "workspace_build"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        enqueued.insert(job["id"].as_str().unwrap().to_string());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for d in daemons {
+        tokio::time::timeout(Duration::from_secs(60), d)
+            .await
+            .expect("drained")
+            .unwrap();
+    }
+    b_shutdown.cancel();
+    let seen = seen.lock().await;
+    let ids: HashSet<String> = seen.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(seen.len(), total, "a job was handed out twice");
+    assert_eq!(ids, enqueued);
+    // Daemons wait with a 2 s long-poll and the backup poll is 5 s: any acquire that took the
+    // whole poll would show as ≥ 2 s. Wake-ups arrive in milliseconds.
+    let slow = seen
+        .iter()
+        .filter(|(_, w)| *w >= Duration::from_millis(1900))
+        .count();
+    assert!(
+        slow < total / 4,
+        "{slow} of {total} acquires were not woken by NOTIFY"
+    );
+}
