@@ -19,6 +19,7 @@ use super::state::AppState;
 use super::users::Message;
 use crate::domain::Validations;
 use crate::domain::job::{JobStatus, JobType, Provisioner};
+use crate::domain::job_query::parse_list_query;
 use crate::domain::tags::{Tags, check_no_nul};
 use crate::entity::provisioner_job_log;
 use crate::store::jobs::{JobFilter, NewJob};
@@ -192,6 +193,56 @@ impl JobsApi {
         self.state.wakeups.job_available();
         tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
         Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
+    }
+
+    /// Jobs of the organization, newest first, filtered. Multi-valued parameters accept comma
+    /// lists and repetition; every bad or unknown parameter is reported in one 400.
+    #[oai(path = "/organizations/:organization/provisionerjobs", method = "get")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        caller: Caller,
+        request: &poem::Request,
+        organization: Path<String>,
+        /// How many jobs at most (1–10000, default 50).
+        #[oai(name = "limit")]
+        _limit: Query<Option<String>>,
+        /// Job ids (UUIDs), comma-separated or repeated.
+        #[oai(name = "ids")]
+        _ids: Query<Option<String>>,
+        /// Statuses, comma-separated or repeated (`unknown` matches nothing).
+        #[oai(name = "status")]
+        _status: Query<Option<String>>,
+        /// A JSON object: the job's tags must contain these (`{}` matches all).
+        #[oai(name = "tags")]
+        _tags: Query<Option<String>>,
+        /// The initiator: a user id or a username (`prebuilds` for prebuild jobs).
+        #[oai(name = "initiator")]
+        _initiator: Query<Option<String>>,
+    ) -> Result<Json<Vec<ProvisionerJob>>, ApiError> {
+        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let raw = request.uri().query().unwrap_or_default();
+        let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) else {
+            let mut v = Validations::new();
+            v.push("query", "the query string is not valid URL encoding");
+            return Err(v.into());
+        };
+        let (query, mut v) = parse_list_query(&pairs);
+        let initiator =
+            resolve_initiator(&self.state, &mut v, "initiator", query.initiator).await?;
+        v.finish()?;
+        let filter = JobFilter {
+            ids: query.ids,
+            statuses: query.statuses,
+            tags: query.tags,
+            initiator,
+        };
+        let jobs = self
+            .state
+            .store
+            .list_jobs(org.id, &filter, query.limit)
+            .await?;
+        Ok(Json(present_all(&self.state, org.id, jobs).await?))
     }
 
     /// One job.

@@ -11,6 +11,7 @@ pub mod job_views;
 pub mod jobs;
 pub mod logs_follow;
 pub mod meta;
+pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
 pub mod state;
@@ -37,6 +38,8 @@ pub enum ApiTags {
     Daemons,
     /// The worker API daemons long-poll.
     Provisionerd,
+    /// Pausing prebuild jobs.
+    Prebuilds,
 }
 
 type Apis = (
@@ -45,6 +48,7 @@ type Apis = (
     jobs::JobsApi,
     daemons::DaemonsApi,
     provisionerd::ProvisionerdApi,
+    prebuilds::PrebuildsApi,
 );
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
@@ -64,6 +68,9 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             provisionerd::ProvisionerdApi {
+                state: state.clone(),
+            },
+            prebuilds::PrebuildsApi {
                 state: state.clone(),
             },
         ),

@@ -2,6 +2,7 @@
 //! past the handlers never sees an unchecked name, token or password.
 
 pub mod job;
+pub mod job_query;
 pub mod names;
 pub mod secrets;
 pub mod tags;

@@ -7,6 +7,7 @@ mod cli;
 mod dispatch;
 mod foundation;
 mod jobs;
+mod listing;
 mod logs;
 mod reaper;
 mod status_sql;

@@ -1,0 +1,172 @@
+//! The query string of the job list: `limit`, `ids`, `status`, `tags`, `initiator`. Every bad
+//! or unknown parameter becomes its own validation, so one 400 reports them all.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::Validations;
+use super::job::JobStatus;
+use super::tags::check_no_nul;
+
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 10_000;
+
+/// Parameters other than the filters that a request may carry.
+const PASSTHROUGH: &[&str] = &["coder_session_token"];
+
+/// A parsed list query. `initiator` is still raw: resolving a username needs the database.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListQuery {
+    pub limit: u64,
+    pub ids: Vec<Uuid>,
+    pub statuses: Vec<JobStatus>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub initiator: Option<String>,
+}
+
+/// Values of a multi-valued parameter: repeated, comma-separated, or both.
+fn split_values<'a>(values: &[&'a str]) -> impl Iterator<Item = &'a str> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Parses `pairs` (the decoded query string) and returns the query with every failure found.
+pub fn parse_list_query(pairs: &[(String, String)]) -> (ListQuery, Validations) {
+    let mut v = Validations::new();
+    let mut q = ListQuery {
+        limit: DEFAULT_LIMIT,
+        ..Default::default()
+    };
+    let values = |key: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let single = |v: &mut Validations, key: &str| -> Option<String> {
+        let all = values(key);
+        if all.len() > 1 {
+            v.push(key, "given more than once");
+            return None;
+        }
+        all.first().map(|s| s.to_string())
+    };
+
+    if let Some(raw) = single(&mut v, "limit") {
+        match raw.trim().parse::<u64>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => q.limit = n,
+            _ => v.push(
+                "limit",
+                format!("\"{raw}\" must be an integer from 1 to {MAX_LIMIT}"),
+            ),
+        }
+    }
+    for raw in split_values(&values("ids")) {
+        match Uuid::parse_str(raw) {
+            Ok(id) => q.ids.push(id),
+            Err(_) => v.push("ids", format!("\"{raw}\" is not a valid UUID")),
+        }
+    }
+    for raw in split_values(&values("status")) {
+        if let Some(s) = v.check("status", JobStatus::parse(raw)) {
+            q.statuses.push(s);
+        }
+    }
+    if let Some(raw) = single(&mut v, "tags") {
+        q.tags = v.check("tags", parse_tag_filter(&raw));
+    }
+    if let Some(raw) = single(&mut v, "initiator") {
+        let raw = raw.trim().to_string();
+        if raw.is_empty() {
+            v.push("initiator", "must be a user id or username");
+        } else {
+            q.initiator = Some(raw);
+        }
+    }
+    let known = ["limit", "ids", "status", "tags", "initiator"];
+    let mut unknown: Vec<&str> = pairs
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !known.contains(k) && !PASSTHROUGH.contains(k))
+        .collect();
+    unknown.dedup();
+    for key in unknown {
+        v.push(key, format!("unknown query parameter \"{key}\""));
+    }
+    (q, v)
+}
+
+/// `tags=` must be a JSON object of string values.
+fn parse_tag_filter(raw: &str) -> Result<BTreeMap<String, String>, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(raw).map_err(|e| format!("must be a JSON object: {e}"))?;
+    let map = value
+        .as_object()
+        .ok_or("must be a JSON object of string values")?;
+    let mut tags = BTreeMap::new();
+    for (k, v) in map {
+        let s = v
+            .as_str()
+            .ok_or_else(|| format!("the value of \"{k}\" must be a string"))?;
+        tags.insert(k.clone(), s.to_string());
+    }
+    check_no_nul(&tags)?;
+    Ok(tags)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> (ListQuery, Vec<String>) {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q).unwrap();
+        let (query, v) = parse_list_query(&pairs);
+        (query, v.0.into_iter().map(|v| v.field).collect())
+    }
+
+    #[test]
+    fn defaults_and_lists() {
+        let (q, errors) = parse("");
+        assert!(errors.is_empty());
+        assert_eq!(q.limit, 50);
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let (q, errors) = parse(&format!(
+            "ids={a},{b}&status=pending&status=running,unknown&limit=10000"
+        ));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(q.ids, [a, b]);
+        assert_eq!(
+            q.statuses,
+            [JobStatus::Pending, JobStatus::Running, JobStatus::Unknown]
+        );
+        assert_eq!(q.limit, 10_000);
+    }
+
+    #[test]
+    fn every_bad_parameter_is_reported() {
+        let (_, errors) = parse(
+            "limit=0&ids=nope&status=done&tags=%7Bbad&initiator=&color=red&coder_session_token=x",
+        );
+        assert_eq!(
+            errors,
+            ["limit", "ids", "status", "tags", "initiator", "color"]
+        );
+        let (_, errors) = parse("limit=10001&tags=%5B1%5D");
+        assert_eq!(errors, ["limit", "tags"]);
+        let (_, errors) = parse("tags=%7B%22a%22%3A1%7D&limit=x&limit=2");
+        assert_eq!(errors, ["limit", "tags"]);
+    }
+
+    #[test]
+    fn tag_filters_are_string_maps() {
+        let (q, errors) = parse("tags=%7B%22os%22%3A%22linux%22%7D");
+        assert!(errors.is_empty());
+        assert_eq!(q.tags.unwrap()["os"], "linux");
+    }
+}
