@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: settings, loaded from defaults, a TOML file, `PROVQ_*` variables and flags.
+//! - [`net`]: the HTTP listener, which lets long-polls notice a vanished client.
 //! - [`startup`]: builds the application (database, migrations, listeners); tests use it too.
 //! - [`shutdown`]: the one shutdown signal every task shares.
 //! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod entity;
+pub mod net;
 pub mod queue;
 pub mod shutdown;
 pub mod startup;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::net::{Connections, WatchedAcceptor};
 use crate::queue::Wakeups;
 use crate::queue::reaper::Reaper;
 use crate::shutdown::Shutdown;
@@ -21,7 +21,7 @@ const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(8);
 
 pub struct Application {
     state: AppState,
-    acceptor: TcpAcceptor,
+    acceptor: WatchedAcceptor,
     local_addr: SocketAddr,
 }
 
@@ -40,15 +40,11 @@ impl Application {
             .await
             .context("cannot apply migrations")?;
         let addr = settings.listen_addr()?;
-        let acceptor = TcpListener::bind(addr.to_string())
-            .into_acceptor()
+        let connections = Connections::default();
+        let acceptor = WatchedAcceptor::bind(addr, connections.clone())
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let local_addr = *acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr())
-            .context("listener has no address")?;
+        let local_addr = acceptor.local_addr()?;
         let shutdown = Shutdown::new();
         let wakeups = if settings.is_postgres() {
             Wakeups::postgres(store.connection().clone(), shutdown.clone())
@@ -60,6 +56,7 @@ impl Application {
             wakeups,
             settings: Arc::new(settings),
             shutdown,
+            connections,
         };
         Ok(Self {
             state,

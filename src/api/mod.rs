@@ -88,6 +88,7 @@ pub fn openapi_document() -> String {
         wakeups: crate::queue::Wakeups::local(),
         settings: Default::default(),
         shutdown: Default::default(),
+        connections: Default::default(),
     };
     openapi_service(&state).spec()
 }

@@ -306,8 +306,10 @@ impl ProvisionerdApi {
     async fn acquire(
         &self,
         auth: DaemonAuth,
+        request: &poem::Request,
         body: Json<AcquireRequest>,
     ) -> Result<AcquireResult, ApiError> {
+        let peer = request.remote_addr().as_socket_addr().copied();
         let (registration, wait) = self.resolve_daemon(&auth, body.0).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
@@ -315,10 +317,12 @@ impl ProvisionerdApi {
             tags: registration.tags.clone(),
         };
         let daemon = self.state.store.register_daemon(registration).await?;
+        let gone = self.state.connections.peer_closed(peer);
         let claim = acquire(
             &self.state.store,
             &self.state.wakeups,
             &self.state.shutdown,
+            gone,
             daemon.id,
             &runnable,
             wait,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::net::Connections;
 use crate::queue::Wakeups;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
@@ -14,4 +15,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Cancelled when the server starts shutting down: long-polls and log follows end early.
     pub shutdown: Shutdown,
+    /// Lets long-polls notice that their client went away.
+    pub connections: Connections,
 }

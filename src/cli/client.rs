@@ -59,6 +59,8 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    /// A credential header other than the session token (daemon key or PSK).
+    credential: Option<(&'static str, String)>,
 }
 
 impl Client {
@@ -68,7 +70,16 @@ impl Client {
             http: reqwest::Client::new(),
             base: url.trim_end_matches('/').to_string(),
             token: None,
+            credential: None,
         }
+    }
+
+    /// The server URL from flags, environment or the saved session.
+    pub fn url_from_args(args: &ClientArgs) -> Result<String, ClientError> {
+        args.url
+            .clone()
+            .or_else(|| session::load().map(|s| s.url))
+            .ok_or(ClientError::NotLoggedIn)
     }
 
     /// A client from flags, environment or the saved session, in that order.
@@ -89,6 +100,12 @@ impl Client {
 
     pub fn with_token(mut self, token: String) -> Self {
         self.token = Some(token);
+        self
+    }
+
+    /// Authenticates with `header: value` instead of a session token.
+    pub fn with_credential(mut self, header: &'static str, value: String) -> Self {
+        self.credential = Some((header, value));
         self
     }
 
@@ -140,7 +157,9 @@ impl Client {
     ) -> Result<(StatusCode, String), ClientError> {
         let url = format!("{}/api/v2{path}", self.base);
         let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
+        if let Some((header, value)) = &self.credential {
+            request = request.header(*header, value);
+        } else if let Some(token) = &self.token {
             request = request.header("Coder-Session-Token", token);
         }
         if let Some(body) = body {

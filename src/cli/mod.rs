@@ -2,7 +2,13 @@
 //! command is an HTTP client of a running server.
 
 mod client;
+mod jobs;
 mod login;
+mod output;
+mod prebuilds;
+mod provisioner;
+mod runner;
+mod search;
 mod server;
 mod session;
 mod users;
@@ -78,6 +84,17 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Provisioner jobs, daemons and keys; `provisioner start` runs a daemon.
+    #[command(subcommand)]
+    Provisioner(provisioner::ProvisionerCommand),
+    /// Pause or resume prebuild jobs.
+    #[command(subcommand)]
+    Prebuilds(prebuilds::PrebuildsCommand),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  provq completion bash > /etc/bash_completion.d/provq\n  provq completion zsh > \"${fpath[1]}/_provq\""
+    )]
+    Completion { shell: clap_complete::Shell },
 }
 
 /// Parses the command line and runs the command; the process exit code comes back.
@@ -101,6 +118,13 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Openapi => server::print_openapi(),
         Command::Login(args) => login::run(args).await,
         Command::Users(cmd) => users::run(cmd).await,
+        Command::Provisioner(cmd) => provisioner::run(cmd).await,
+        Command::Prebuilds(cmd) => prebuilds::run(cmd).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "provq", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -123,5 +147,14 @@ fn report(error: &anyhow::Error) {
     eprintln!("error: {error}");
     for cause in error.chain().skip(1) {
         eprintln!("  caused by: {cause}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_tree_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

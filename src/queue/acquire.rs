@@ -14,15 +14,19 @@ use crate::store::{Store, StoreResult};
 /// How often a waiting daemon looks for work even without a wake-up (lost notifications).
 pub const BACKUP_POLL: Duration = Duration::from_secs(5);
 
-/// Claims a job for `daemon_id`, waiting up to `wait` for one to appear. `None`: nothing came.
+/// Claims a job for `daemon_id`, waiting up to `wait` for one to appear. `None`: nothing came,
+/// the server is shutting down, or `gone` resolved (the daemon hung up: a job claimed now could
+/// never reach it).
 pub async fn acquire(
     store: &Store,
     wakeups: &Wakeups,
     shutdown: &Shutdown,
+    gone: impl std::future::Future<Output = ()>,
     daemon_id: Uuid,
     runnable: &Runnable,
     wait: Duration,
 ) -> StoreResult<Option<Claim>> {
+    tokio::pin!(gone);
     let deadline = Instant::now() + wait;
     loop {
         let notified = wakeups.job_notified();
@@ -40,6 +44,7 @@ pub async fn acquire(
             () = &mut notified => {}
             () = tokio::time::sleep(nap) => {}
             () = shutdown.cancelled() => return Ok(None),
+            () = &mut gone => return Ok(None),
         }
     }
 }

@@ -182,6 +182,25 @@ backend_tests! {
         assert!(waited < Duration::from_secs(4), "woken by the backup poll, not the wake-up: {waited:?}");
     }
 
+    async fn a_daemon_that_hangs_up_mid_long_poll_is_not_handed_a_job(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let ghost = {
+            let app = app.clone();
+            tokio::spawn(async move { app.acquire("ghost", json!({}), 20).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ghost.abort();
+        let _ = ghost.await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        let id = job["id"].as_str().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(app.status_of(&owner, id).await, "pending", "the job went to a daemon that had hung up");
+        let (got, _) = app.acquire("live", json!({}), 0).await.unwrap();
+        assert_eq!(got, id);
+    }
+
     async fn bad_worker_input_and_credentials_are_refused(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         let member = app.member(&owner, "wm").await;

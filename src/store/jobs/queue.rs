@@ -70,6 +70,56 @@ impl Store {
             .collect())
     }
 
+    /// 1-based ranks of `ids` within their own (tags, provisioner) group, for every group at
+    /// once: one scan of the pending jobs, whatever the number of groups.
+    pub async fn pending_ranks_within_groups(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> StoreResult<HashMap<Uuid, i64>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ranked = Query::select()
+            .column(Column::Id)
+            .expr_as(
+                Expr::cust(
+                    "ROW_NUMBER() OVER (PARTITION BY tags, provisioner ORDER BY is_prebuild, created_at, id)",
+                ),
+                Alias::new("rn"),
+            )
+            .from(job::Entity)
+            .and_where(Column::OrganizationId.eq(organization_id))
+            .and_where(pending())
+            .to_owned();
+        self.ranks_of(ranked, ids).await
+    }
+
+    /// Runs `ranked` (yielding `id`, `rn`) and keeps the rows of `ids`.
+    async fn ranks_of(
+        &self,
+        ranked: sea_orm::sea_query::SelectStatement,
+        ids: &[Uuid],
+    ) -> StoreResult<HashMap<Uuid, i64>> {
+        let outer = Query::select()
+            .column(Alias::new("id"))
+            .column(Alias::new("rn"))
+            .from_subquery(ranked, Alias::new("ranked"))
+            .and_where(Expr::col(Alias::new("id")).is_in(ids.iter().copied()))
+            .to_owned();
+        let rows = self
+            .connection()
+            .query_all_raw(self.backend().build(&outer))
+            .await?;
+        let mut ranks = HashMap::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.try_get("", "id")?;
+            let rn: i64 = row.try_get("", "rn")?;
+            ranks.insert(id, rn);
+        }
+        Ok(ranks)
+    }
+
     /// 1-based ranks of `ids` among the pending jobs of `groups`, in dispatch order (human
     /// before prebuild, then oldest first). Ids not pending in those groups are absent.
     pub async fn pending_ranks(

@@ -1,0 +1,40 @@
+//! `provq-bench`: measures provq and prints figures (never a pass/fail test).
+//!
+//! - `provq-bench list`: latency of the admin job list on a flooded queue (100,000 jobs, 10,000
+//!   pending across 20 tag sets, 50 online daemons), on SQLite and PostgreSQL.
+//! - `provq-bench dispatch`: enqueue and drain throughput through HTTP and straight on the
+//!   store, pickup latency of idle long-polling daemons, and the server's memory and CPU.
+//!
+//! Build it in release mode: `cargo run --release --bin provq-bench -- list`.
+
+mod dispatch;
+mod fixtures;
+mod list;
+mod server;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "provq-bench", about = "Benchmarks that print figures")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Job-list latency on a flooded queue.
+    List(list::Args),
+    /// Dispatch throughput, pickup latency and cost.
+    Dispatch(dispatch::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::List(args) => list::run(args).await,
+        Command::Dispatch(args) => dispatch::run(args).await,
+    }
+}

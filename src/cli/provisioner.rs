@@ -1,0 +1,184 @@
+//! `provq provisioner …`: jobs, daemons, keys, and `start` (run a daemon).
+
+use clap::Subcommand;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::ClientArgs;
+use super::client::{Client, ClientError};
+use super::jobs::{self, JobsCommand};
+use super::output::{Format, cell, json as to_json, paint_status, table};
+use super::runner::{self, StartArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum ProvisionerCommand {
+    /// Provisioner jobs: list, show, logs, cancel.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// List the organization's daemons with their status.
+    #[command(
+        visible_alias = "ls",
+        after_help = "Example:\n  provq provisioner list -O default"
+    )]
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'O', long, default_value = "default")]
+        org: String,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Provisioner keys: credentials for daemons, with fixed tags.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Run a provisioner daemon that executes a command for every job it acquires.
+    #[command(
+        after_help = "Examples:\n  provq provisioner start --psk \"$PSK\" --tag os=linux --exec ./run-terraform.sh\n  provq provisioner start --key \"$KEY\" --concurrency 4 --exec 'terraform apply -auto-approve'\n\nThe command gets the job JSON on stdin and PROVQ_JOB_ID, PROVQ_JOB_TYPE, PROVQ_ORGANIZATION_ID,\nPROVQ_INITIATOR_ID, PROVQ_PROVISIONER and PROVQ_JOB_TAGS in its environment. Exit 0 completes\nthe job; any other exit fails it with the exit status and the last output line."
+    )]
+    Start(StartArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; it is printed once.
+    #[command(after_help = "Example:\n  provq provisioner keys create linux-pool --tag os=linux")]
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'O', long, default_value = "default")]
+        org: String,
+        name: String,
+        /// A tag daemons using the key get, `key=value` (repeatable).
+        #[arg(short = 't', long = "tag")]
+        tags: Vec<String>,
+    },
+    /// List keys (never the secrets).
+    #[command(visible_alias = "ls")]
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'O', long, default_value = "default")]
+        org: String,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Delete a key by name; daemons using it can no longer authenticate.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'O', long, default_value = "default")]
+        org: String,
+        name: String,
+    },
+}
+
+pub async fn run(cmd: ProvisionerCommand) -> anyhow::Result<()> {
+    match cmd {
+        ProvisionerCommand::Jobs(cmd) => jobs::run(cmd).await,
+        ProvisionerCommand::List {
+            client,
+            org,
+            output,
+        } => {
+            let client = Client::from_args(&client)?;
+            let daemons: Value = client
+                .get(&format!("/organizations/{org}/provisionerdaemons"))
+                .await?;
+            let rows = daemons.as_array().cloned().unwrap_or_default();
+            match output {
+                Format::Json => println!("{}", to_json(&daemons)),
+                Format::Table if rows.is_empty() => println!("No provisioner daemons found"),
+                Format::Table => {
+                    let columns: Vec<String> = [
+                        "name",
+                        "status",
+                        "tags",
+                        "provisioners",
+                        "key_name",
+                        "last_seen_at",
+                        "current_job",
+                    ]
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
+                    println!(
+                        "{}",
+                        table(&columns, &rows, |d, c| match c {
+                            "status" => paint_status(d["status"].as_str().unwrap_or_default()),
+                            "current_job" => cell(&d["current_job"]["id"]),
+                            other => cell(&d[other]),
+                        })
+                    );
+                }
+            }
+            Ok(())
+        }
+        ProvisionerCommand::Keys(cmd) => keys(cmd).await,
+        ProvisionerCommand::Start(args) => runner::run(args).await,
+    }
+}
+
+async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create {
+            client,
+            org,
+            name,
+            tags,
+        } => {
+            let mut map = serde_json::Map::new();
+            for t in &tags {
+                let Some((k, v)) = t.split_once('=') else {
+                    return Err(ClientError::Usage(format!(
+                        "tag \"{t}\" must look like key=value"
+                    ))
+                    .into());
+                };
+                map.insert(k.to_string(), json!(v));
+            }
+            let client = Client::from_args(&client)?;
+            let created: Value = client
+                .post(
+                    &format!("/organizations/{org}/provisionerkeys"),
+                    &json!({"name": name, "tags": map}),
+                )
+                .await?;
+            println!("{}", created["key"].as_str().unwrap_or_default());
+            eprintln!("Created key {name}. Store it now: it is not shown again.");
+        }
+        KeysCommand::List {
+            client,
+            org,
+            output,
+        } => {
+            let client = Client::from_args(&client)?;
+            let keys: Value = client
+                .get(&format!("/organizations/{org}/provisionerkeys"))
+                .await?;
+            let rows = keys.as_array().cloned().unwrap_or_default();
+            match output {
+                Format::Json => println!("{}", to_json(&keys)),
+                Format::Table if rows.is_empty() => println!("No provisioner keys found"),
+                Format::Table => {
+                    let columns: Vec<String> = ["name", "id", "created_at", "tags"]
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect();
+                    println!("{}", table(&columns, &rows, |k, c| cell(&k[c])));
+                }
+            }
+        }
+        KeysCommand::Delete { client, org, name } => {
+            let client = Client::from_args(&client)?;
+            client
+                .raw(
+                    Method::DELETE,
+                    &format!("/organizations/{org}/provisionerkeys/{name}"),
+                    None::<&Value>,
+                )
+                .await?;
+            println!("Deleted key {name}.");
+        }
+    }
+    Ok(())
+}
