@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: settings, loaded from defaults, a TOML file, `PROVQ_*` variables and flags.
+//! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`net`]: the HTTP listener, which lets long-polls notice a vanished client.
 //! - [`startup`]: builds the application (database, migrations, listeners); tests use it too.
 //! - [`shutdown`]: the one shutdown signal every task shares.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod entity;
+pub mod metrics;
 pub mod net;
 pub mod queue;
 pub mod shutdown;

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::net::{Connections, WatchedAcceptor};
 use crate::queue::Wakeups;
 use crate::queue::reaper::Reaper;
@@ -23,6 +25,8 @@ pub struct Application {
     state: AppState,
     acceptor: WatchedAcceptor,
     local_addr: SocketAddr,
+    metrics_acceptor: Option<TcpAcceptor>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Application {
@@ -45,6 +49,21 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local_addr = acceptor.local_addr()?;
+        let (metrics_acceptor, metrics_addr) = if settings.prometheus.listen.is_empty() {
+            (None, None)
+        } else {
+            let listen = settings.prometheus.listen.clone();
+            let acceptor = TcpListener::bind(listen.clone())
+                .into_acceptor()
+                .await
+                .with_context(|| format!("cannot listen on {listen} (prometheus.listen)"))?;
+            let addr = acceptor
+                .local_addr()
+                .first()
+                .and_then(|a| a.as_socket_addr())
+                .copied();
+            (Some(acceptor), addr)
+        };
         let shutdown = Shutdown::new();
         let wakeups = if settings.is_postgres() {
             Wakeups::postgres(store.connection().clone(), shutdown.clone())
@@ -57,16 +76,24 @@ impl Application {
             settings: Arc::new(settings),
             shutdown,
             connections,
+            metrics: Arc::new(Metrics::new()),
         };
         Ok(Self {
             state,
             acceptor,
             local_addr,
+            metrics_acceptor,
+            metrics_addr,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where `/metrics` is served, when the Prometheus listener is enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     pub fn state(&self) -> &AppState {
@@ -80,9 +107,26 @@ impl Application {
         let reaper = Reaper::new(
             self.state.store.clone(),
             self.state.wakeups.clone(),
+            self.state.metrics.clone(),
             &self.state.settings.reaper,
         );
         tokio::spawn(reaper.run(internal.clone()));
+        if let Some(acceptor) = self.metrics_acceptor {
+            let app = crate::metrics::endpoint(self.state.clone());
+            let stop = internal.clone();
+            tokio::spawn(async move {
+                let served = Server::new_with_acceptor(acceptor)
+                    .run_with_graceful_shutdown(
+                        app,
+                        async move { stop.cancelled().await },
+                        Some(GRACEFUL_SHUTDOWN),
+                    )
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "metrics listener stopped");
+                }
+            });
+        }
         let app = api::app(self.state.clone());
         let signal = shutdown.clone();
         let on_signal = internal.clone();

@@ -190,6 +190,7 @@ impl JobsApi {
                 .expect("serialisable"),
         };
         let job = self.state.store.enqueue_job(new).await?;
+        self.state.metrics.jobs_enqueued.inc();
         self.state.wakeups.job_available();
         tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
         Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
@@ -289,6 +290,7 @@ impl JobsApi {
             }
         };
         let job = self.state.store.cancel_job(org.id, job.0, expect).await?;
+        self.state.metrics.job_finished(&job);
         self.state.wakeups.job_event(job.id);
         tracing::info!(job_id = %job.id, organization_id = %org.id, by = %caller.user.username, "job canceled");
         Ok(Json(Message {
@@ -337,6 +339,7 @@ impl JobsApi {
         };
         let canceled = self.state.store.cancel_jobs(org.id, &filter).await?;
         for job in &canceled {
+            self.state.metrics.job_finished(job);
             self.state.wakeups.job_event(job.id);
         }
         tracing::info!(organization_id = %org.id, count = canceled.len(), by = %caller.user.username, "jobs canceled in bulk");

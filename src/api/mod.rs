@@ -11,6 +11,7 @@ pub mod job_views;
 pub mod jobs;
 pub mod logs_follow;
 pub mod meta;
+pub mod observe;
 pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
@@ -89,6 +90,7 @@ pub fn openapi_document() -> String {
         settings: Default::default(),
         shutdown: Default::default(),
         connections: Default::default(),
+        metrics: Default::default(),
     };
     openapi_service(&state).spec()
 }
@@ -114,6 +116,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
+        .around(observe::observe)
         .data(state)
         .with(CookieJarManager::new())
         .catch_all_error(error::render_poem_error)

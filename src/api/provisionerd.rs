@@ -332,6 +332,7 @@ impl ProvisionerdApi {
             return Ok(AcquireResult::NoJob);
         };
         tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
+        self.state.metrics.job_acquired(&claim.job);
         self.state.wakeups.job_event(claim.job.id);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
@@ -377,6 +378,7 @@ impl ProvisionerdApi {
         v.finish()?;
         self.check_job_access(&auth, job.0).await?;
         let done = self.state.store.finish_job(job.0, &lease, None).await?;
+        self.state.metrics.job_finished(&done);
         self.state.wakeups.job_event(done.id);
         tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %crate::store::jobs::status_of(&done), "job completed");
         Ok(Done::NoContent)
@@ -412,6 +414,7 @@ impl ProvisionerdApi {
             .store
             .finish_job(job.0, &lease, Some((error.clone(), code)))
             .await?;
+        self.state.metrics.job_finished(&done);
         self.state.wakeups.job_event(done.id);
         tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %error, "job failed");
         Ok(Done::NoContent)

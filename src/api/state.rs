@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::net::Connections;
 use crate::queue::Wakeups;
 use crate::shutdown::Shutdown;
@@ -17,4 +18,5 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// Lets long-polls notice that their client went away.
     pub connections: Connections,
+    pub metrics: Arc<Metrics>,
 }

@@ -61,10 +61,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("shutdown signal received; finishing in-flight requests");
         on_signal.cancel();
     });
-    println!("listening on http://{}", app.local_addr());
+    announce(&format!("listening on http://{}", app.local_addr()));
+    if let Some(addr) = app.metrics_addr() {
+        announce(&format!("metrics on http://{addr}/metrics"));
+    }
     app.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Prints a start-up line. A closed stdout (a supervisor that stopped reading) must not take
+/// the daemon down, so write errors are ignored.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 pub async fn migrate(cmd: MigrateCommand) -> anyhow::Result<()> {

@@ -1,12 +1,14 @@
 //! The reaper: fails running jobs that stopped reporting and pending jobs nobody picked up, so
 //! nothing waits forever.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::Wakeups;
 use crate::config::ReaperSettings;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::jobs::{ReapPolicy, ReapedJob};
 use crate::store::{Store, StoreResult};
@@ -15,16 +17,23 @@ use crate::store::{Store, StoreResult};
 pub struct Reaper {
     store: Store,
     wakeups: Wakeups,
+    metrics: Arc<Metrics>,
     policy: ReapPolicy,
     interval: Duration,
 }
 
 impl Reaper {
-    pub fn new(store: Store, wakeups: Wakeups, settings: &ReaperSettings) -> Self {
+    pub fn new(
+        store: Store,
+        wakeups: Wakeups,
+        metrics: Arc<Metrics>,
+        settings: &ReaperSettings,
+    ) -> Self {
         let secs = |s: u64| chrono::Duration::seconds(s.min(i64::MAX as u64) as i64);
         Self {
             store,
             wakeups,
+            metrics,
             policy: ReapPolicy {
                 hung_after: secs(settings.hung_after_secs),
                 pending_after: secs(settings.pending_after_secs),
@@ -45,6 +54,7 @@ impl Reaper {
                 "job reaped: {}",
                 job.error
             );
+            self.metrics.job_reaped(job.reason.as_str());
             self.wakeups.job_event(job.id);
         }
         Ok(reaped)

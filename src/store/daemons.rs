@@ -182,6 +182,11 @@ impl Store {
             .await?)
     }
 
+    /// Every daemon of every organization (for metrics).
+    pub async fn daemons_everywhere(&self) -> StoreResult<Vec<daemon::Model>> {
+        Ok(daemon::Entity::find().all(self.connection()).await?)
+    }
+
     /// Every daemon of an organization, online or not.
     pub async fn all_daemons(&self, organization_id: Uuid) -> StoreResult<Vec<daemon::Model>> {
         Ok(daemon::Entity::find()

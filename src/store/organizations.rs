@@ -31,6 +31,14 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// Every organization, for labelling metrics.
+    pub async fn all_organizations(&self) -> StoreResult<Vec<organization::Model>> {
+        Ok(organization::Entity::find()
+            .order_by_asc(organization::Column::Name)
+            .all(self.connection())
+            .await?)
+    }
+
     pub async fn is_member(&self, organization_id: Uuid, user_id: Uuid) -> StoreResult<bool> {
         Ok(organization_member::Entity::find()
             .filter(organization_member::Column::OrganizationId.eq(organization_id))

@@ -31,6 +31,9 @@ pub fn provq(home: &std::path::Path) -> Command {
 pub struct ServeProcess {
     pub child: Child,
     pub url: String,
+    /// The rest of stdout, kept open so later start-up lines have a reader.
+    #[allow(dead_code)]
+    pub stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
 }
 
 impl ServeProcess {
@@ -48,7 +51,16 @@ impl ServeProcess {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {first}"))
             .to_string();
-        Self { child, url }
+        Self {
+            child,
+            url,
+            stdout: lines,
+        }
+    }
+
+    /// Like `start`, but keeps stderr piped for the test to read.
+    pub fn start_with_stderr(cmd: Command) -> Self {
+        Self::start(cmd)
     }
 
     /// SIGTERM, then the exit status (within 10 s, as the contract promises).

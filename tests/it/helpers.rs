@@ -159,6 +159,8 @@ pub struct TestApp {
     pub backend: Backend,
     pub addr: SocketAddr,
     pub base: String,
+    /// The Prometheus listener, when the settings enable it.
+    pub metrics_addr: Option<SocketAddr>,
     pub state: AppState,
     pub http: reqwest::Client,
     shutdown: Shutdown,
@@ -190,6 +192,7 @@ impl TestApp {
             .await
             .expect("application starts");
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let state = app.state().clone();
         let shutdown = Shutdown::new();
         let token = shutdown.clone();
@@ -200,6 +203,7 @@ impl TestApp {
             backend,
             addr,
             base: format!("http://{addr}"),
+            metrics_addr,
             state,
             http: http_client(),
             shutdown,

@@ -9,6 +9,7 @@ mod foundation;
 mod jobs;
 mod listing;
 mod logs;
+mod metrics;
 mod operator;
 mod reaper;
 mod status_sql;

@@ -17,7 +17,7 @@ backend_tests! {
         let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
         let pending = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"nobody": "runs-this"}})).await["id"].as_str().unwrap().to_string();
         let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 300, pending_after_secs: 1800, max_jobs_per_run: 10 };
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), &settings);
+        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
 
         // Nothing is old enough yet.
         assert!(reaper.run_once(provq::domain::now()).await.unwrap().is_empty());
@@ -56,7 +56,7 @@ backend_tests! {
             app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         }
         let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 60, pending_after_secs: 60, max_jobs_per_run: 2 };
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), &settings);
+        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
         let at = provq::domain::now() + Duration::seconds(90);
         assert_eq!(reaper.run_once(at).await.unwrap().len(), 2, "max_jobs_per_run bounds a pass");
         assert_eq!(reaper.run_once(at).await.unwrap().len(), 1);

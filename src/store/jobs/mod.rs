@@ -12,6 +12,7 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
+mod metrics;
 mod queue;
 mod reap;
 

@@ -1,0 +1,303 @@
+//! Prometheus metrics: counters and histograms of what this replica did, and gauges read from
+//! the database (so every replica reports the same queue). Gauges are refreshed by a few
+//! aggregate queries at most once per `GAUGE_TTL`, however often Prometheus scrapes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use uuid::Uuid;
+
+use crate::domain::job::JobStatus;
+use crate::domain::tags::{Tags, map_from_json};
+use crate::entity::provisioner_job;
+use crate::store::jobs::status_of;
+use crate::store::{Store, StoreResult};
+
+/// How long database gauges are reused between scrapes.
+pub const GAUGE_TTL: Duration = Duration::from_secs(5);
+
+/// Seconds to an hour: provisioning runs take minutes, queue waits can be milliseconds.
+const JOB_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+/// HTTP latency, up to the 30 s long-poll.
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const STATUSES: [JobStatus; 6] = [
+    JobStatus::Pending,
+    JobStatus::Running,
+    JobStatus::Succeeded,
+    JobStatus::Canceling,
+    JobStatus::Canceled,
+    JobStatus::Failed,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub jobs_enqueued: IntCounter,
+    jobs_finished: IntCounterVec,
+    queue_wait: prometheus::Histogram,
+    run_seconds: HistogramVec,
+    reaped: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    jobs: IntGaugeVec,
+    pending_unmatched: IntGaugeVec,
+    oldest_pending: GaugeVec,
+    daemons: IntGaugeVec,
+    refreshed: tokio::sync::Mutex<Option<Instant>>,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        Self {
+            jobs_enqueued: register(&r, counter("provq_provisioner_jobs_enqueued_total", "Jobs enqueued through this replica.")),
+            jobs_finished: register(&r, counter_vec("provq_provisioner_jobs_finished_total", "Jobs that reached a terminal status through this replica, by status.", &["status"])),
+            queue_wait: register(
+                &r,
+                prometheus::Histogram::with_opts(
+                    HistogramOpts::new("provq_provisioner_job_queue_wait_seconds", "Time from enqueue to acquire of jobs acquired through this replica.")
+                        .buckets(JOB_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            run_seconds: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("provq_provisioner_job_run_seconds", "Time from acquire to the end of jobs finished through this replica, by status.")
+                        .buckets(JOB_BUCKETS.to_vec()),
+                    &["status"],
+                )
+                .expect("valid metric"),
+            ),
+            reaped: register(&r, counter_vec("provq_reaper_jobs_reaped_total", "Jobs failed by this replica's reaper, by reason (hung or pending).", &["reason"])),
+            http_requests: register(&r, counter_vec("provq_http_requests_total", "HTTP requests by method, route template and status code.", &["method", "route", "code"])),
+            http_duration: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new("provq_http_request_duration_seconds", "HTTP request latency by method and route template.").buckets(HTTP_BUCKETS.to_vec()),
+                    &["method", "route"],
+                )
+                .expect("valid metric"),
+            ),
+            jobs: register(&r, gauge_vec("provq_provisioner_jobs", "Jobs in the database by organization and status.", &["organization", "status"])),
+            pending_unmatched: register(&r, gauge_vec("provq_provisioner_jobs_pending_unmatched", "Pending jobs that no online daemon can run.", &["organization"])),
+            oldest_pending: register(
+                &r,
+                GaugeVec::new(Opts::new("provq_provisioner_jobs_oldest_pending_age_seconds", "Age of the oldest pending job (0 when none)."), &["organization"]).expect("valid metric"),
+            ),
+            daemons: register(&r, gauge_vec("provq_provisioner_daemons", "Daemons by organization and status (idle, busy, offline).", &["organization", "status"])),
+            refreshed: tokio::sync::Mutex::new(None),
+            registry: r,
+        }
+        .with_zero_series()
+    }
+
+    /// Creates the label combinations every deployment has, so a fresh daemon already shows
+    /// every metric (the text format omits families without series).
+    fn with_zero_series(self) -> Self {
+        for s in [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Canceled] {
+            self.jobs_finished.with_label_values(&[s.as_str()]);
+            self.run_seconds.with_label_values(&[s.as_str()]);
+        }
+        for reason in ["hung", "pending"] {
+            self.reaped.with_label_values(&[reason]);
+        }
+        self.http_requests
+            .with_label_values(&["GET", "/healthz", "200"]);
+        self.http_duration.with_label_values(&["GET", "/healthz"]);
+        self
+    }
+
+    /// A job was handed to a daemon.
+    pub fn job_acquired(&self, job: &provisioner_job::Model) {
+        if let Some(started) = job.started_at {
+            self.queue_wait.observe(seconds(started - job.created_at));
+        }
+    }
+
+    /// A job reached a terminal status (or `canceling`, which is counted when it ends).
+    pub fn job_finished(&self, job: &provisioner_job::Model) {
+        let status = status_of(job);
+        if !status.is_terminal() {
+            return;
+        }
+        self.jobs_finished
+            .with_label_values(&[status.as_str()])
+            .inc();
+        if let (Some(started), Some(completed)) = (job.started_at, job.completed_at) {
+            self.run_seconds
+                .with_label_values(&[status.as_str()])
+                .observe(seconds(completed - started));
+        }
+    }
+
+    /// The reaper failed a job.
+    pub fn job_reaped(&self, reason: &str) {
+        self.reaped.with_label_values(&[reason]).inc();
+        self.jobs_finished
+            .with_label_values(&[JobStatus::Failed.as_str()])
+            .inc();
+    }
+
+    /// The exposition text, refreshing the database gauges if they are older than `GAUGE_TTL`.
+    pub async fn render(
+        &self,
+        store: &Store,
+        stale_after: chrono::Duration,
+    ) -> StoreResult<String> {
+        {
+            let mut refreshed = self.refreshed.lock().await;
+            if refreshed.is_none_or(|at| at.elapsed() >= GAUGE_TTL) {
+                self.refresh(store, stale_after).await?;
+                *refreshed = Some(Instant::now());
+            }
+        }
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("text encoding cannot fail");
+        Ok(String::from_utf8(out).expect("exposition is UTF-8"))
+    }
+
+    async fn refresh(&self, store: &Store, stale_after: chrono::Duration) -> StoreResult<()> {
+        let now = crate::domain::now();
+        let orgs: BTreeMap<Uuid, String> = store
+            .all_organizations()
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o.name))
+            .collect();
+        let label = |id: &Uuid| orgs.get(id).cloned().unwrap_or_else(|| id.to_string());
+        self.jobs.reset();
+        self.daemons.reset();
+        self.pending_unmatched.reset();
+        self.oldest_pending.reset();
+        for name in orgs.values() {
+            for s in STATUSES {
+                self.jobs
+                    .with_label_values(&[name.as_str(), s.as_str()])
+                    .set(0);
+            }
+            for s in ["idle", "busy", "offline"] {
+                self.daemons.with_label_values(&[name.as_str(), s]).set(0);
+            }
+            self.pending_unmatched
+                .with_label_values(&[name.as_str()])
+                .set(0);
+            self.oldest_pending
+                .with_label_values(&[name.as_str()])
+                .set(0.0);
+        }
+        for (org, status, n) in store.job_status_counts().await? {
+            self.jobs
+                .with_label_values(&[label(&org).as_str(), status.as_str()])
+                .set(n);
+        }
+        for (org, oldest) in store.oldest_pending().await? {
+            self.oldest_pending
+                .with_label_values(&[label(&org).as_str()])
+                .set(seconds(now - oldest).max(0.0));
+        }
+        let cutoff = now - stale_after;
+        let busy = store.busy_worker_ids().await?;
+        let daemons = store.daemons_everywhere().await?;
+        let mut online: HashMap<Uuid, Vec<(Tags, Vec<String>)>> = HashMap::new();
+        for d in &daemons {
+            let status = if d.last_seen_at < cutoff {
+                "offline"
+            } else if busy.contains(&d.id) {
+                "busy"
+            } else {
+                "idle"
+            };
+            self.daemons
+                .with_label_values(&[label(&d.organization_id).as_str(), status])
+                .inc();
+            if status != "offline" {
+                let provisioners = d
+                    .provisioners
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|p| p.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                online
+                    .entry(d.organization_id)
+                    .or_default()
+                    .push((Tags::from_stored(map_from_json(&d.tags)), provisioners));
+            }
+        }
+        for (org, tags, provisioner, n) in store.pending_groups_everywhere().await? {
+            let job_tags = Tags::from_stored(map_from_json(&tags));
+            let runnable = online.get(&org).is_some_and(|ds| {
+                ds.iter()
+                    .any(|(t, ps)| ps.contains(&provisioner) && job_tags.satisfied_by(t))
+            });
+            if !runnable {
+                self.pending_unmatched
+                    .with_label_values(&[label(&org).as_str()])
+                    .add(n);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn seconds(d: chrono::Duration) -> f64 {
+    d.num_microseconds()
+        .map(|us| us as f64 / 1e6)
+        .unwrap_or(f64::MAX)
+}
+
+/// The Prometheus listener's app: `GET /metrics` in the text exposition format, no auth.
+pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'static> {
+    use poem::{EndpointExt, Route, get, handler, web::Data};
+
+    #[handler]
+    async fn scrape(Data(state): Data<&crate::api::AppState>) -> poem::Response {
+        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+        match state.metrics.render(&state.store, stale).await {
+            Ok(text) => poem::Response::builder()
+                .content_type("text/plain; version=0.0.4; charset=utf-8")
+                .body(text),
+            Err(e) => {
+                tracing::error!(error = %e, "metrics refresh failed");
+                poem::Response::builder()
+                    .status(poem::http::StatusCode::SERVICE_UNAVAILABLE)
+                    .body("metrics unavailable: database error")
+            }
+        }
+    }
+
+    Route::new().at("/metrics", get(scrape)).data(state).boxed()
+}
