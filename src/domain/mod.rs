@@ -2,7 +2,9 @@
 //! past the handlers never sees an unchecked name, token or password.
 
 pub mod job;
+pub mod license;
 pub mod names;
+pub mod organization;
 pub mod secrets;
 pub mod tags;
 pub mod validation;
