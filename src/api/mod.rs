@@ -81,6 +81,7 @@ pub fn openapi_document() -> String {
         wakeups: crate::queue::Wakeups::local(),
         settings: Default::default(),
         shutdown: Default::default(),
+        entitlements: crate::entitlements::Entitlements::offline(),
     };
     openapi_service(&state).spec()
 }

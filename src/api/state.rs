@@ -14,4 +14,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Cancelled when the server starts shutting down: long-polls and log follows end early.
     pub shutdown: Shutdown,
+    /// The licensed features this replica serves (gates organization changes).
+    pub entitlements: crate::entitlements::Entitlements,
 }
