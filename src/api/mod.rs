@@ -9,8 +9,10 @@ pub mod daemons;
 pub mod error;
 pub mod job_views;
 pub mod jobs;
+pub mod licenses;
 pub mod logs_follow;
 pub mod meta;
+pub mod organizations;
 pub mod provisionerd;
 pub mod queue_position;
 pub mod state;
@@ -37,6 +39,10 @@ pub enum ApiTags {
     Daemons,
     /// The worker API daemons long-poll.
     Provisionerd,
+    /// Organizations: list, create, rename, delete.
+    Organizations,
+    /// Licenses and the entitlements they grant.
+    Licenses,
 }
 
 type Apis = (
@@ -45,6 +51,8 @@ type Apis = (
     jobs::JobsApi,
     daemons::DaemonsApi,
     provisionerd::ProvisionerdApi,
+    organizations::OrganizationsApi,
+    licenses::LicensesApi,
 );
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
@@ -64,6 +72,12 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             provisionerd::ProvisionerdApi {
+                state: state.clone(),
+            },
+            organizations::OrganizationsApi {
+                state: state.clone(),
+            },
+            licenses::LicensesApi {
                 state: state.clone(),
             },
         ),
