@@ -2,7 +2,10 @@
 //! command is an HTTP client of a running server.
 
 mod client;
+mod license_signing;
+mod licenses;
 mod login;
+mod organizations;
 mod server;
 mod session;
 mod users;
@@ -78,6 +81,12 @@ enum Command {
     /// Manage users.
     #[command(subcommand)]
     Users(users::UsersCommand),
+    /// Manage licenses, see entitlements, and mint licenses with your own key.
+    #[command(subcommand)]
+    Licenses(licenses::LicensesCommand),
+    /// Manage organizations.
+    #[command(subcommand, visible_alias = "orgs")]
+    Organizations(organizations::OrganizationsCommand),
 }
 
 /// Parses the command line and runs the command; the process exit code comes back.
@@ -101,6 +110,8 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Openapi => server::print_openapi(),
         Command::Login(args) => login::run(args).await,
         Command::Users(cmd) => users::run(cmd).await,
+        Command::Licenses(cmd) => licenses::run(cmd).await,
+        Command::Organizations(cmd) => organizations::run(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
