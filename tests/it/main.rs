@@ -2,12 +2,17 @@
 //! One test binary; `helpers` starts servers and fresh databases.
 
 mod helpers;
+mod license_keys;
 
 mod cli;
 mod dispatch;
+mod entitlements;
 mod foundation;
 mod jobs;
+mod license_cli;
+mod licenses;
 mod logs;
+mod organizations;
 mod reaper;
 mod status_sql;
 mod users;

@@ -196,7 +196,8 @@ mod tests {
     #[test]
     fn each_rule_names_its_claim() {
         let now = Utc::now();
-        let cases: Vec<(fn(&mut Claims), LicenseError)> = vec![
+        type Break = fn(&mut Claims);
+        let cases: Vec<(Break, LicenseError)> = vec![
             (|c| c.version = Some(2), LicenseError::Version),
             (|c| c.version = None, LicenseError::Version),
             (|c| c.iat = None, LicenseError::MissingIssuedAt),
