@@ -26,6 +26,9 @@ pub use replica::{HEARTBEAT_INTERVAL, LIVE_WINDOW};
 /// How often every replica recomputes even without a change (licenses expire by themselves).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10 * 60);
 
+/// Rows of replicas gone for this long are deleted when a replica starts.
+const FORGET_REPLICAS_AFTER: chrono::Duration = chrono::Duration::days(1);
+
 /// `refresh-entitlements` may be forced at most this often per replica (as in Coder).
 pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(60);
 
@@ -108,7 +111,11 @@ impl Entitlements {
     /// (heartbeat and periodic refresh; with PostgreSQL also the listener), all stopped by
     /// `shutdown`.
     pub async fn start(&self, shutdown: Shutdown) -> StoreResult<()> {
-        self.heartbeat_row().await?;
+        let at = self.heartbeat_row().await?;
+        self.inner
+            .store
+            .prune_replicas(at - FORGET_REPLICAS_AFTER)
+            .await?;
         self.refresh().await?;
         let mut tasks = vec![tokio::spawn(replica::run(self.clone(), shutdown.clone()))];
         if self.inner.postgres {

@@ -48,6 +48,15 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets replicas not seen since `before` (each process start adds a row).
+    pub async fn prune_replicas(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let result = replica::Entity::delete_many()
+            .filter(replica::Column::UpdatedAt.lt(before))
+            .exec(self.connection())
+            .await?;
+        Ok(result.rows_affected)
+    }
+
     /// Replicas not stopped that heartbeated after `since`.
     pub async fn live_replica_count(&self, since: DateTime<Utc>) -> StoreResult<u64> {
         Ok(replica::Entity::find()

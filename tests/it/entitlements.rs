@@ -114,6 +114,20 @@ backend_tests! {
         );
     }
 
+    async fn a_replica_counts_itself_and_stale_rows_are_neither_live_nor_kept(backend: Backend) {
+        let (app, _owner, _) = spawn_licensed(backend).await;
+        let store = &app.state.store;
+        let live = || store.live_replica_count(Utc::now() - provq::entitlements::LIVE_WINDOW);
+        assert_eq!(live().await.unwrap(), 1, "this server heartbeats");
+        let gone = uuid::Uuid::new_v4();
+        store.heartbeat_replica(gone, "gone", Utc::now() - Duration::days(2)).await.unwrap();
+        assert_eq!(live().await.unwrap(), 1, "a stale row is not live");
+        assert_eq!(store.prune_replicas(Utc::now() - Duration::days(1)).await.unwrap(), 1);
+        app.state.entitlements.beat().await.unwrap();
+        assert_eq!(app.state.entitlements.current().live_replicas, 1);
+        assert!(app.state.entitlements.current().errors.is_empty());
+    }
+
     async fn a_forced_refresh_recomputes_and_is_throttled_for_a_minute(backend: Backend) {
         let (app, owner, authority) = spawn_licensed(backend).await;
         // Shown once, so the snapshot knows the owner (a changed user count recomputes it).
