@@ -202,7 +202,7 @@ impl LicensesApi {
             })
             .await?;
         tracing::info!(license_id = row.id, uuid = %row.uuid, by = %caller.user.username, "license added");
-        self.state.entitlements.licenses_changed().await?;
+        self.state.entitlements.licenses_changed().await;
         Ok(Created::Created(Json(row.into())))
     }
 
@@ -227,7 +227,7 @@ impl LicensesApi {
         };
         self.state.store.delete_license(license_id).await?;
         tracing::info!(license_id, by = %caller.user.username, "license deleted");
-        self.state.entitlements.licenses_changed().await?;
+        self.state.entitlements.licenses_changed().await;
         Ok(Json(Message {
             message: "License has been deleted.".into(),
         }))

@@ -172,10 +172,11 @@ impl Entitlements {
     }
 
     /// Called after a license was added or deleted: recompute here, tell the other replicas.
-    pub async fn licenses_changed(&self) -> StoreResult<Arc<Snapshot>> {
-        let snapshot = self.refresh().await?;
+    /// The change is already stored, so a failed recompute is logged, not reported: the next
+    /// refresh catches up.
+    pub async fn licenses_changed(&self) {
+        self.refresh_logged("licenses changed").await;
         self.announce().await;
-        Ok(snapshot)
     }
 
     /// Claims the forced-refresh slot; `Err(wait)` when the last forced refresh on this replica
@@ -197,7 +198,9 @@ impl Entitlements {
     /// have every other replica recompute too.
     pub async fn force_refresh(&self) -> StoreResult<Arc<Snapshot>> {
         self.beat().await?;
-        self.licenses_changed().await
+        let snapshot = self.refresh().await?;
+        self.announce().await;
+        Ok(snapshot)
     }
 
     async fn announce(&self) {
