@@ -8,6 +8,7 @@
 //! - [`shutdown`]: the one shutdown signal every task shares.
 //! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
 //! - [`entity`]: sea-orm entities, one per table.
+//! - [`entitlements`]: the licensed features this replica serves, kept fresh across replicas.
 //! - [`store`]: the only code that talks to the database.
 //! - [`queue`]: wake-ups, the daemon long-poll and the reaper loop.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
@@ -18,6 +19,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod entitlements;
 pub mod entity;
 pub mod metrics;
 pub mod net;

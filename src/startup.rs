@@ -11,6 +11,8 @@ use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::domain::license::LicenseKeys;
+use crate::entitlements::Entitlements;
 use crate::metrics::Metrics;
 use crate::net::{Connections, WatchedAcceptor};
 use crate::queue::Wakeups;
@@ -33,6 +35,8 @@ impl Application {
     /// Connects, migrates and binds the listener (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        let license_keys = LicenseKeys::from_config(&settings.licenses.keys)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let store = Store::connect(&settings).await.with_context(|| {
             format!(
                 "cannot connect to the database ({})",
@@ -70,6 +74,7 @@ impl Application {
         } else {
             Wakeups::local()
         };
+        let entitlements = Entitlements::new(store.clone(), license_keys, settings.is_postgres());
         let state = AppState {
             store,
             wakeups,
@@ -77,6 +82,7 @@ impl Application {
             shutdown,
             connections,
             metrics: Arc::new(Metrics::new()),
+            entitlements,
         };
         Ok(Self {
             state,
@@ -104,6 +110,13 @@ impl Application {
     /// and log follows end at once and other in-flight requests get time to finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let internal = self.state.shutdown.clone();
+        // First, so a failure leaves nothing running; it registers this replica and computes the
+        // entitlements before the first request is served.
+        let entitlements = self.state.entitlements.clone();
+        entitlements
+            .start(internal.clone())
+            .await
+            .context("cannot compute the entitlements")?;
         let reaper = Reaper::new(
             self.state.store.clone(),
             self.state.wakeups.clone(),
@@ -142,6 +155,7 @@ impl Application {
             .await;
         internal.cancel();
         shutdown.cancel();
+        entitlements.stop().await;
         Ok(result?)
     }
 }

@@ -9,9 +9,11 @@ pub mod daemons;
 pub mod error;
 pub mod job_views;
 pub mod jobs;
+pub mod licenses;
 pub mod logs_follow;
 pub mod meta;
 pub mod observe;
+pub mod organizations;
 pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
@@ -41,6 +43,10 @@ pub enum ApiTags {
     Provisionerd,
     /// Pausing prebuild jobs.
     Prebuilds,
+    /// Organizations: list, create, rename, delete.
+    Organizations,
+    /// Licenses and the entitlements they grant.
+    Licenses,
 }
 
 type Apis = (
@@ -50,6 +56,8 @@ type Apis = (
     daemons::DaemonsApi,
     provisionerd::ProvisionerdApi,
     prebuilds::PrebuildsApi,
+    organizations::OrganizationsApi,
+    licenses::LicensesApi,
 );
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
@@ -74,6 +82,12 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
             prebuilds::PrebuildsApi {
                 state: state.clone(),
             },
+            organizations::OrganizationsApi {
+                state: state.clone(),
+            },
+            licenses::LicensesApi {
+                state: state.clone(),
+            },
         ),
         "provq",
         env!("CARGO_PKG_VERSION"),
@@ -91,6 +105,7 @@ pub fn openapi_document() -> String {
         shutdown: Default::default(),
         connections: Default::default(),
         metrics: Default::default(),
+        entitlements: crate::entitlements::Entitlements::offline(),
     };
     openapi_service(&state).spec()
 }

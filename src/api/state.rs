@@ -19,4 +19,6 @@ pub struct AppState {
     /// Lets long-polls notice that their client went away.
     pub connections: Connections,
     pub metrics: Arc<Metrics>,
+    /// The licensed features this replica serves (gates organization changes).
+    pub entitlements: crate::entitlements::Entitlements,
 }

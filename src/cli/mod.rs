@@ -3,7 +3,10 @@
 
 mod client;
 mod jobs;
+mod license_signing;
+mod licenses;
 mod login;
+mod organizations;
 mod output;
 mod prebuilds;
 mod provisioner;
@@ -95,6 +98,12 @@ enum Command {
         after_help = "Examples:\n  provq completion bash > /etc/bash_completion.d/provq\n  provq completion zsh > \"${fpath[1]}/_provq\""
     )]
     Completion { shell: clap_complete::Shell },
+    /// Manage licenses, see entitlements, and mint licenses with your own key.
+    #[command(subcommand)]
+    Licenses(licenses::LicensesCommand),
+    /// Manage organizations.
+    #[command(subcommand, visible_alias = "orgs")]
+    Organizations(organizations::OrganizationsCommand),
 }
 
 /// Parses the command line and runs the command; the process exit code comes back.
@@ -125,6 +134,8 @@ async fn run(cli: Cli) -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "provq", &mut std::io::stdout());
             Ok(())
         }
+        Command::Licenses(cmd) => licenses::run(cmd).await,
+        Command::Organizations(cmd) => organizations::run(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

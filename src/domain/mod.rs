@@ -3,7 +3,9 @@
 
 pub mod job;
 pub mod job_query;
+pub mod license;
 pub mod names;
+pub mod organization;
 pub mod secrets;
 pub mod tags;
 pub mod validation;

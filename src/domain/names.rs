@@ -10,7 +10,7 @@ pub const MAX_NAME_LEN: usize = 32;
 const RESERVED_USERNAMES: &[&str] = &["me"];
 
 /// Checks Coder's name rule: 1–32 ASCII alphanumerics in groups joined by single hyphens.
-fn check_name(value: &str) -> Result<(), String> {
+pub(crate) fn check_name(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err("must not be empty".into());
     }

@@ -3,9 +3,11 @@
 
 pub mod daemons;
 pub mod jobs;
+pub mod licenses;
 pub mod logs;
 pub mod organizations;
 pub mod provisioner_keys;
+pub mod replicas;
 pub mod sessions;
 pub mod site;
 pub mod users;

@@ -2,15 +2,20 @@
 //! One test binary; `helpers` starts servers and fresh databases.
 
 mod helpers;
+mod license_keys;
 
 mod cli;
 mod dispatch;
+mod entitlements;
 mod foundation;
 mod jobs;
+mod license_cli;
+mod licenses;
 mod listing;
 mod logs;
 mod metrics;
 mod operator;
+mod organizations;
 mod reaper;
 mod status_sql;
 mod users;
