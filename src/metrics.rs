@@ -229,7 +229,8 @@ impl Metrics {
         let cutoff = now - stale_after;
         let busy = store.busy_worker_ids().await?;
         let daemons = store.daemons_everywhere().await?;
-        let mut online: HashMap<Uuid, Vec<(Tags, Vec<String>)>> = HashMap::new();
+        let mut online: HashMap<Uuid, Vec<&crate::entity::provisioner_daemon::Model>> =
+            HashMap::new();
         for d in &daemons {
             let status = if d.last_seen_at < cutoff {
                 "offline"
@@ -242,26 +243,16 @@ impl Metrics {
                 .with_label_values(&[label(&d.organization_id).as_str(), status])
                 .inc();
             if status != "offline" {
-                let provisioners = d
-                    .provisioners
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|p| p.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                online
-                    .entry(d.organization_id)
-                    .or_default()
-                    .push((Tags::from_stored(map_from_json(&d.tags)), provisioners));
+                online.entry(d.organization_id).or_default().push(d);
             }
         }
-        for (org, tags, provisioner, n) in store.pending_groups_everywhere().await? {
-            let job_tags = Tags::from_stored(map_from_json(&tags));
+        for (org, key, provisioner, n) in store.pending_groups_everywhere().await? {
+            let job_tags = Tags::from_stored(map_from_json(
+                &serde_json::from_str(&key).unwrap_or_default(),
+            ));
             let runnable = online.get(&org).is_some_and(|ds| {
                 ds.iter()
-                    .any(|(t, ps)| ps.contains(&provisioner) && job_tags.satisfied_by(t))
+                    .any(|d| crate::store::daemons::daemon_runs(d, &job_tags, &provisioner))
             });
             if !runnable {
                 self.pending_unmatched

@@ -18,7 +18,7 @@ use super::state::AppState;
 use crate::domain::Validations;
 use crate::domain::names::Username;
 use crate::domain::tags::{Tags, map_from_json};
-use crate::store::daemons::DaemonJob;
+use crate::store::daemons::{DaemonJob, provisioners_of};
 
 pub struct DaemonsApi {
     pub state: AppState,
@@ -120,6 +120,7 @@ impl DaemonsApi {
                         .key_name
                         .or_else(|| builtin_key_name(v.daemon.key_id).map(str::to_string))
                         .unwrap_or_default();
+                    let provisioners = provisioners_of(&v.daemon);
                     ProvisionerDaemon {
                         id: v.daemon.id,
                         organization_id: v.daemon.organization_id,
@@ -128,16 +129,7 @@ impl DaemonsApi {
                         last_seen_at: Some(v.daemon.last_seen_at),
                         name: v.daemon.name,
                         version: v.daemon.version,
-                        provisioners: v
-                            .daemon
-                            .provisioners
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|p| p.as_str().map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
+                        provisioners,
                         tags: map_from_json(&v.daemon.tags),
                         key_name,
                         status: v.status.as_str().to_string(),

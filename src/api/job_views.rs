@@ -124,13 +124,11 @@ pub struct QueueNumbers {
 
 /// Whether daemon `d` may run job `j` (tags and provisioner; the organization is the caller's).
 pub fn daemon_can_run(d: &provisioner_daemon::Model, j: &provisioner_job::Model) -> bool {
-    let serves = d.provisioners.as_array().is_some_and(|ps| {
-        ps.iter()
-            .any(|p| p.as_str() == Some(j.provisioner.as_str()))
-    });
-    serves
-        && Tags::from_stored(map_from_json(&j.tags))
-            .satisfied_by(&Tags::from_stored(map_from_json(&d.tags)))
+    crate::store::daemons::daemon_runs(
+        d,
+        &Tags::from_stored(map_from_json(&j.tags)),
+        &j.provisioner,
+    )
 }
 
 fn job_type(raw: &str) -> ProvisionerJobType {

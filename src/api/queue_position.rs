@@ -11,22 +11,16 @@ use super::error::ApiError;
 use super::job_views::QueueNumbers;
 use super::state::AppState;
 use crate::domain::job::JobStatus;
-use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::{provisioner_daemon, provisioner_job};
+use crate::store::daemons::daemon_runs;
 use crate::store::jobs::{PendingGroup, status_of};
 
 /// What one online daemon can run: indexes into the pending groups.
 fn runnable_groups(d: &provisioner_daemon::Model, groups: &[PendingGroup]) -> BTreeSet<usize> {
-    let tags = Tags::from_stored(map_from_json(&d.tags));
-    let serves = |p: &str| {
-        d.provisioners
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|x| x.as_str() == Some(p)))
-    };
     groups
         .iter()
         .enumerate()
-        .filter(|(_, g)| serves(&g.provisioner) && g.tags.satisfied_by(&tags))
+        .filter(|(_, g)| daemon_runs(d, &g.tags, &g.provisioner))
         .map(|(i, _)| i)
         .collect()
 }
@@ -55,7 +49,7 @@ pub async fn queue_numbers(
     let group_of = |j: &provisioner_job::Model| {
         groups
             .iter()
-            .position(|g| g.contains(&j.tags, &j.provisioner))
+            .position(|g| g.contains(&j.tags_key, &j.provisioner))
     };
 
     // Daemons that can run the same groups have the same order: rank once per distinct set.

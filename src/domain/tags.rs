@@ -62,6 +62,11 @@ impl Tags {
         self.0.get(OWNER).map(String::as_str).unwrap_or_default()
     }
 
+    /// Canonical text of the tags (compact JSON, sorted keys): equal tag sets, equal keys.
+    pub fn key(&self) -> String {
+        serde_json::to_string(&self.0).expect("a string map serialises")
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("a string map serialises")
     }

@@ -24,6 +24,9 @@ pub struct Model {
     pub file_id: Uuid,
     #[sea_orm(column_type = "JsonBinary")]
     pub tags: Json,
+    /// The tags as canonical text (`Tags::key`), for grouping by tag set.
+    #[sea_orm(column_type = "Text")]
+    pub tags_key: String,
     #[sea_orm(column_type = "JsonBinary")]
     pub metadata: Json,
     pub worker_id: Option<Uuid>,

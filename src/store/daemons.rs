@@ -57,6 +57,27 @@ pub struct DaemonView {
     pub previous_job: Option<DaemonJob>,
 }
 
+/// The provisioners a daemon row serves.
+pub fn provisioners_of(d: &daemon::Model) -> Vec<String> {
+    d.provisioners
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a daemon may run a job with these (normalised) tags and provisioner; the
+/// organization is the caller's to check.
+pub fn daemon_runs(d: &daemon::Model, job_tags: &Tags, provisioner: &str) -> bool {
+    provisioners_of(d).iter().any(|p| p == provisioner)
+        && job_tags.satisfied_by(&Tags::from_stored(crate::domain::tags::map_from_json(
+            &d.tags,
+        )))
+}
+
 impl Store {
     /// Creates or refreshes a daemon, unique per organization, name and owner tag.
     pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {

@@ -40,6 +40,7 @@ backend_tests! {
                             input: Set(serde_json::json!({})),
                             file_id: Set(Uuid::nil()),
                             tags: Set(serde_json::json!({"scope": "organization", "owner": ""})),
+                            tags_key: Set(provq::domain::tags::Tags::untagged().key()),
                             metadata: Set(serde_json::json!({})),
                             worker_id: Set(None),
                             lease_token: Set(None),

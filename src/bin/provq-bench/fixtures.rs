@@ -137,6 +137,7 @@ pub async fn fill_jobs(
             input: Set(serde_json::json!({})),
             file_id: Set(Uuid::nil()),
             tags: Set(tag_set(i % tag_sets).to_json()),
+            tags_key: Set(tag_set(i % tag_sets).key()),
             metadata: Set(serde_json::json!({"template_name": "bench"})),
             worker_id: Set(None),
             lease_token: Set(None),

@@ -4,7 +4,6 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement};
-use serde_json::Value;
 use uuid::Uuid;
 
 use super::super::{Store, StoreResult};
@@ -47,16 +46,16 @@ impl Store {
     }
 
     /// Pending jobs counted per organization, tags and provisioner.
-    pub async fn pending_groups_everywhere(&self) -> StoreResult<Vec<(Uuid, Value, String, i64)>> {
+    pub async fn pending_groups_everywhere(&self) -> StoreResult<Vec<(Uuid, String, String, i64)>> {
         Ok(job::Entity::find()
             .select_only()
             .column(Column::OrganizationId)
-            .column(Column::Tags)
+            .column(Column::TagsKey)
             .column(Column::Provisioner)
             .column_as(Expr::col(Column::Id).count(), "n")
             .filter(pending())
             .group_by(Column::OrganizationId)
-            .group_by(Column::Tags)
+            .group_by(Column::TagsKey)
             .group_by(Column::Provisioner)
             .into_tuple()
             .all(self.connection())

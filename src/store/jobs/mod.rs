@@ -171,6 +171,7 @@ impl Store {
             input: Set(new.input),
             file_id: Set(new.file_id),
             tags: Set(new.tags.to_json()),
+            tags_key: Set(new.tags.key()),
             metadata: Set(new.metadata),
             worker_id: Set(None),
             lease_token: Set(None),

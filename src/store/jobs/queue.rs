@@ -5,10 +5,7 @@
 use std::collections::HashMap;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QuerySelect,
-};
-use serde_json::Value;
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use uuid::Uuid;
 
 use super::super::{Store, StoreResult};
@@ -20,50 +17,41 @@ use crate::entity::provisioner_job::{self as job, Column};
 #[derive(Debug, Clone)]
 pub struct PendingGroup {
     pub tags: Tags,
-    /// The tags exactly as stored, to select the group again.
-    pub stored_tags: Value,
+    /// The canonical tags text (`tags_key`), to select the group again.
+    pub key: String,
     pub provisioner: String,
     pub count: i64,
 }
 
 impl PendingGroup {
-    /// Whether a job with these tags and provisioner belongs to this group.
-    pub fn contains(&self, tags: &Value, provisioner: &str) -> bool {
-        self.provisioner == provisioner && Tags::from_stored(map_from_json(tags)) == self.tags
-    }
-}
-
-/// SQL: the job's stored tags equal `stored` (jsonb equality; canonical text on SQLite, where
-/// provq always writes tags with sorted keys).
-fn tags_equal(backend: DbBackend, stored: &Value) -> sea_orm::sea_query::SimpleExpr {
-    match backend {
-        DbBackend::Postgres => {
-            Expr::cust_with_values(r#""tags" = CAST($1 AS jsonb)"#, [stored.clone()])
-        }
-        _ => Expr::cust_with_values(r#""tags" = ?"#, [stored.to_string()]),
+    /// Whether a job with this tags key and provisioner belongs to this group.
+    pub fn contains(&self, tags_key: &str, provisioner: &str) -> bool {
+        self.provisioner == provisioner && self.key == tags_key
     }
 }
 
 impl Store {
     /// Pending jobs of an organization counted per (tags, provisioner).
     pub async fn pending_groups(&self, organization_id: Uuid) -> StoreResult<Vec<PendingGroup>> {
-        let rows: Vec<(Value, String, i64)> = job::Entity::find()
+        let rows: Vec<(String, String, i64)> = job::Entity::find()
             .select_only()
-            .column(Column::Tags)
+            .column(Column::TagsKey)
             .column(Column::Provisioner)
             .column_as(Expr::col(Column::Id).count(), "n")
             .filter(Column::OrganizationId.eq(organization_id))
             .filter(pending())
-            .group_by(Column::Tags)
+            .group_by(Column::TagsKey)
             .group_by(Column::Provisioner)
             .into_tuple()
             .all(self.connection())
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(stored_tags, provisioner, count)| PendingGroup {
-                tags: Tags::from_stored(map_from_json(&stored_tags)),
-                stored_tags,
+            .map(|(key, provisioner, count)| PendingGroup {
+                tags: Tags::from_stored(map_from_json(
+                    &serde_json::from_str(&key).unwrap_or_default(),
+                )),
+                key,
                 provisioner,
                 count,
             })
@@ -84,7 +72,7 @@ impl Store {
             .column(Column::Id)
             .expr_as(
                 Expr::cust(
-                    "ROW_NUMBER() OVER (PARTITION BY tags, provisioner ORDER BY is_prebuild, created_at, id)",
+                    "ROW_NUMBER() OVER (PARTITION BY tags_key, provisioner ORDER BY is_prebuild, created_at, id)",
                 ),
                 Alias::new("rn"),
             )
@@ -136,7 +124,7 @@ impl Store {
             any.add(
                 Condition::all()
                     .add(Column::Provisioner.eq(g.provisioner.clone()))
-                    .add(tags_equal(backend, &g.stored_tags)),
+                    .add(Column::TagsKey.eq(g.key.clone())),
             )
         });
         let ranked = Query::select()
