@@ -78,6 +78,22 @@ pub fn daemon_runs(d: &daemon::Model, job_tags: &Tags, provisioner: &str) -> boo
         )))
 }
 
+/// Marks the daemon holding a job as seen now, inside the caller's transaction (so a report
+/// and the refresh cost one commit).
+pub(crate) async fn touch_worker(
+    db: &impl sea_orm::ConnectionTrait,
+    worker: Option<Uuid>,
+) -> StoreResult<()> {
+    if let Some(id) = worker {
+        daemon::Entity::update_many()
+            .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
+            .filter(daemon::Column::Id.eq(id))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Creates or refreshes a daemon, unique per organization, name and owner tag.
     pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {
@@ -114,18 +130,6 @@ impl Store {
             .exec_with_returning_many(self.connection())
             .await?;
         Ok(rows.pop().expect("an upsert returns its row"))
-    }
-
-    /// Marks the daemon holding a job as seen now.
-    pub(crate) async fn touch_worker(&self, worker: Option<Uuid>) -> StoreResult<()> {
-        if let Some(id) = worker {
-            daemon::Entity::update_many()
-                .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
-                .filter(daemon::Column::Id.eq(id))
-                .exec(self.connection())
-                .await?;
-        }
-        Ok(())
     }
 
     pub async fn daemon_by_id(&self, id: Uuid) -> StoreResult<Option<daemon::Model>> {

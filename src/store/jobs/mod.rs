@@ -19,6 +19,7 @@ mod reap;
 pub use queue::PendingGroup;
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
+use super::daemons::touch_worker;
 use super::logs::{NewLog, cap_logs, insert_logs};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::job::{ErrorCode, JobStatus, JobType, Provisioner};
@@ -312,8 +313,8 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
+        touch_worker(&txn, job.worker_id).await?;
         txn.commit().await?;
-        self.touch_worker(job.worker_id).await?;
         Ok(Heartbeat {
             canceled: job.canceled_at.is_some(),
             logs_overflowed: overflowed,
@@ -340,16 +341,19 @@ impl Store {
                     Expr::value(code.map(|c| c.as_str().to_string())),
                 );
         }
+        let txn = self.connection().begin().await?;
         let mut rows = update
             .filter(Column::Id.eq(id))
             .filter(Column::LeaseToken.eq(hash_secret(lease_token)))
             .filter(Column::CompletedAt.is_null())
-            .exec_with_returning(self.connection())
+            .exec_with_returning(&txn)
             .await?;
         let Some(job) = rows.pop() else {
+            txn.rollback().await?;
             return Err(self.lease_failure(id).await);
         };
-        self.touch_worker(job.worker_id).await?;
+        touch_worker(&txn, job.worker_id).await?;
+        txn.commit().await?;
         Ok(job)
     }
 
