@@ -17,6 +17,7 @@ pub mod organizations;
 pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
+pub mod rate_limit;
 pub mod state;
 pub mod users;
 
@@ -131,6 +132,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
+        .with(rate_limit::RateLimit::new(&state.settings.rate_limit))
         .around(observe::observe)
         .data(state)
         .with(CookieJarManager::new())

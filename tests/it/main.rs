@@ -8,6 +8,7 @@ mod cli;
 mod dispatch;
 mod entitlements;
 mod foundation;
+mod hardening;
 mod jobs;
 mod license_cli;
 mod licenses;
