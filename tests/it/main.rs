@@ -18,5 +18,6 @@ mod metrics;
 mod operator;
 mod organizations;
 mod reaper;
+mod secrets;
 mod status_sql;
 mod users;
