@@ -4,6 +4,7 @@
 mod helpers;
 mod license_keys;
 
+mod authz_matrix;
 mod cli;
 mod dispatch;
 mod entitlements;
