@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use poem::http::{Method, StatusCode, header};
+use poem::http::{Method, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 use poem_openapi::payload::Json;
 use sha2::{Digest, Sha256};
@@ -118,17 +118,15 @@ impl<E> RequestLimitsEndpoint<E> {
                 Ok(())
             }
             Ok(Err(ReadError::TooLarge)) => Err(Box::new(too_large(max))),
-            Ok(Err(ReadError::Broken)) => Err(Box::new(closing(
-                StatusCode::BAD_REQUEST,
-                ErrorBody::new("The request body could not be read."),
-            ))),
-            Err(_) => Err(Box::new(closing(
-                StatusCode::REQUEST_TIMEOUT,
+            Ok(Err(ReadError::Broken)) => Err(Box::new(closing(ApiError::bad_request(
+                "The request body could not be read.",
+            )))),
+            Err(_) => Err(Box::new(closing(ApiError::RequestTimeout(Json(
                 ErrorBody::new("The request body was not received in time.").with_detail(format!(
                     "Send the body within {} seconds.",
                     self.body_timeout.as_secs()
                 )),
-            ))),
+            ))))),
         }
     }
 }
@@ -188,11 +186,10 @@ impl Drop for LongPollSlot {
 }
 
 fn too_large(max: usize) -> Response {
-    closing(
-        StatusCode::PAYLOAD_TOO_LARGE,
+    closing(ApiError::PayloadTooLarge(Json(
         ErrorBody::new("Request body too large.")
             .with_detail(format!("Request bodies are limited to {max} bytes.")),
-    )
+    )))
 }
 
 fn too_many_long_polls(limit: usize) -> Response {
@@ -209,9 +206,8 @@ fn too_many_long_polls(limit: usize) -> Response {
 
 /// An error answer after which the connection is closed: the unread rest of the body must
 /// not be taken for the next request.
-fn closing(status: StatusCode, body: ErrorBody) -> Response {
-    let mut response = Json(body).into_response();
-    response.set_status(status);
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
     response.headers_mut().insert(
         header::CONNECTION,
         header::HeaderValue::from_static("close"),
