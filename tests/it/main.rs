@@ -5,6 +5,7 @@ mod helpers;
 mod license_keys;
 
 mod authz_matrix;
+mod chaos;
 mod cli;
 mod dispatch;
 mod entitlements;
