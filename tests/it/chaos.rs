@@ -305,3 +305,70 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
         d.abort();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
+    let (_db, url) = TestDatabase::create(Backend::Postgres).await;
+    let home = tempfile::tempdir().unwrap();
+    let http = http_client();
+    let mut victim = ServeProcess::start(serve(home.path(), &url));
+    let survivor = ServeProcess::start(serve(home.path(), &url));
+    let (a, b) = (victim.url.clone(), survivor.url.clone());
+    http.post(format!("{b}/api/v2/users/first"))
+        .json(&json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("{b}/api/v2/users/login"))
+        .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["session_token"].as_str().unwrap().to_string();
+    for _ in 0..JOBS {
+        let resp = http
+            .post(format!("{b}/api/v2/organizations/default/provisionerjobs"))
+            .header("Coder-Session-Token", &token)
+            .json(&json!({"type": "workspace_build"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let daemons: Vec<_> = (0..4)
+        .map(|i| {
+            let base = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(drain(http.clone(), base, format!("d{i}")))
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(60),
+        "a third of the jobs done",
+        || async { count(&jobs(&http, &b, &token).await, "succeeded") >= JOBS / 3 },
+    )
+    .await;
+    victim.child.kill().unwrap(); // SIGKILL one replica mid-drain
+    victim.child.wait().unwrap();
+    // Its daemons move to a restarted replica; the survivor never stopped serving.
+    let restarted = ServeProcess::start(serve(home.path(), &url));
+    let more: Vec<_> = (0..2)
+        .map(|i| tokio::spawn(drain(http.clone(), restarted.url.clone(), format!("r{i}"))))
+        .collect();
+    eventually(Duration::from_secs(90), "the queue drained", || async {
+        let all = jobs(&http, &b, &token).await;
+        count(&all, "pending") == 0 && count(&all, "running") == 0
+    })
+    .await;
+    let all = jobs(&http, &restarted.url, &token).await;
+    assert_eq!(all.len(), JOBS, "no job vanished");
+    assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
+    for d in daemons.into_iter().chain(more) {
+        d.abort();
+    }
+    assert_eq!(restarted.terminate().code(), Some(0));
+    assert_eq!(survivor.terminate().code(), Some(0));
+}
