@@ -34,6 +34,7 @@ pub struct Settings {
     pub reaper: ReaperSettings,
     pub licenses: LicenseSettings,
     pub rate_limit: RateLimitSettings,
+    pub limits: RequestLimitSettings,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -80,6 +81,25 @@ pub struct LicenseSettings {
 pub struct RateLimitSettings {
     /// Requests per minute per user (or IP) and route; 0 disables.
     pub api_per_minute: u64,
+    /// Login attempts per minute per client IP; always on (`api_per_minute = 0` keeps it).
+    pub login_per_minute: u64,
+}
+
+/// What one request or connection may cost the server (see `api::limits` and `slow_clients`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLimitSettings {
+    /// Largest request body accepted; larger ones are answered 413 without being read.
+    pub max_body_bytes: u64,
+    /// A client must send a request's complete header block within this many seconds of its
+    /// first byte.
+    pub header_read_timeout_secs: u64,
+    /// A client must send a request's complete body within this many seconds.
+    pub body_read_timeout_secs: u64,
+    /// A keep-alive connection with no request for this many seconds is closed.
+    pub idle_timeout_secs: u64,
+    /// Concurrent `/provisionerd/acquire` long-polls per daemon credential (key, PSK or session).
+    pub long_polls_per_credential: u64,
 }
 
 impl Default for Settings {
@@ -94,6 +114,7 @@ impl Default for Settings {
             reaper: ReaperSettings::default(),
             licenses: LicenseSettings::default(),
             rate_limit: RateLimitSettings::default(),
+            limits: RequestLimitSettings::default(),
         }
     }
 }
@@ -130,6 +151,19 @@ impl Default for RateLimitSettings {
     fn default() -> Self {
         Self {
             api_per_minute: 512,
+            login_per_minute: 60,
+        }
+    }
+}
+
+impl Default for RequestLimitSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            idle_timeout_secs: 120,
+            long_polls_per_credential: 32,
         }
     }
 }
@@ -224,6 +258,24 @@ impl Settings {
             ("reaper.hung_after_secs", r.hung_after_secs),
             ("reaper.pending_after_secs", r.pending_after_secs),
             ("reaper.max_jobs_per_run", r.max_jobs_per_run),
+            (
+                "rate_limit.login_per_minute",
+                self.rate_limit.login_per_minute,
+            ),
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            (
+                "limits.header_read_timeout_secs",
+                self.limits.header_read_timeout_secs,
+            ),
+            (
+                "limits.body_read_timeout_secs",
+                self.limits.body_read_timeout_secs,
+            ),
+            ("limits.idle_timeout_secs", self.limits.idle_timeout_secs),
+            (
+                "limits.long_polls_per_credential",
+                self.limits.long_polls_per_credential,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
@@ -296,6 +348,13 @@ mod tests {
             "max_jobs_per_run",
             "[licenses.keys]",
             "api_per_minute",
+            "login_per_minute",
+            "[limits]",
+            "max_body_bytes",
+            "header_read_timeout_secs",
+            "body_read_timeout_secs",
+            "idle_timeout_secs",
+            "long_polls_per_credential",
         ] {
             assert!(
                 text.contains(key),

@@ -4,6 +4,7 @@
 //! - [`config`]: settings, loaded from defaults, a TOML file, `PROVQ_*` variables and flags.
 //! - [`metrics`]: Prometheus counters, histograms and database gauges.
 //! - [`net`]: the HTTP listener, which lets long-polls notice a vanished client.
+//! - [`slow_clients`]: header and idle deadlines for slow clients, at the socket.
 //! - [`startup`]: builds the application (database, migrations, listeners); tests use it too.
 //! - [`shutdown`]: the one shutdown signal every task shares.
 //! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod net;
 pub mod queue;
 pub mod shutdown;
+pub mod slow_clients;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -17,6 +17,8 @@ use poem::web::{LocalAddr, RemoteAddr};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::slow_clients::{ConnectionClock, Deadlines};
+
 /// Live connections by peer address: a second handle on each socket, for watching only.
 #[derive(Clone, Default)]
 pub struct Connections {
@@ -47,6 +49,7 @@ pub struct WatchedAcceptor {
     listener: TcpListener,
     local: LocalAddr,
     connections: Connections,
+    deadlines: Deadlines,
 }
 
 impl WatchedAcceptor {
@@ -57,7 +60,14 @@ impl WatchedAcceptor {
             listener,
             local,
             connections,
+            deadlines: Deadlines::default(),
         })
+    }
+
+    /// Header and idle deadlines for every connection accepted from now on.
+    pub fn with_deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -70,6 +80,7 @@ pub struct WatchedStream {
     stream: TcpStream,
     peer: SocketAddr,
     connections: Connections,
+    clock: ConnectionClock,
 }
 
 impl Drop for WatchedStream {
@@ -88,7 +99,15 @@ impl AsyncRead for WatchedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        if let Poll::Ready(e) = self.clock.poll_expired(cx) {
+            return Poll::Ready(Err(e));
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = read {
+            self.clock.on_read(&buf.filled()[before..]);
+        }
+        read
     }
 }
 
@@ -98,7 +117,11 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.clock.on_write(&buf[..n]);
+        }
+        written
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
@@ -142,6 +165,7 @@ impl Acceptor for WatchedAcceptor {
                 stream,
                 peer,
                 connections: self.connections.clone(),
+                clock: ConnectionClock::new(self.deadlines),
             };
             return Ok((
                 io,

@@ -18,6 +18,7 @@ use crate::net::{Connections, WatchedAcceptor};
 use crate::queue::Wakeups;
 use crate::queue::reaper::Reaper;
 use crate::shutdown::Shutdown;
+use crate::slow_clients::Deadlines;
 use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -51,7 +52,8 @@ impl Application {
         let connections = Connections::default();
         let acceptor = WatchedAcceptor::bind(addr, connections.clone())
             .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+            .with_context(|| format!("cannot listen on {addr}"))?
+            .with_deadlines(Deadlines::from_settings(&settings.limits));
         let local_addr = acceptor.local_addr()?;
         let (metrics_acceptor, metrics_addr) = if settings.prometheus.listen.is_empty() {
             (None, None)

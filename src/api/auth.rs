@@ -60,6 +60,10 @@ fn url_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
 
 impl<'a> FromRequest<'a> for Caller {
     async fn from_request(req: &'a Request, _body: &mut RequestBody) -> poem::Result<Self> {
+        // The rate limiter may have authenticated this request already.
+        if let Some(caller) = req.extensions().get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let state = req
             .data::<AppState>()
             .expect("AppState is attached to every route");
@@ -67,7 +71,7 @@ impl<'a> FromRequest<'a> for Caller {
     }
 }
 
-async fn authenticate(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
+pub(super) async fn authenticate(state: &AppState, req: &Request) -> Result<Caller, ApiError> {
     let raw = presented_token(req).ok_or_else(|| {
         ApiError::unauthorized(format!(
             "Cookie \"{SESSION_COOKIE}\" or header \"{SESSION_HEADER}\" must be provided."

@@ -68,10 +68,19 @@ pub enum ApiError {
     Forbidden(Json<ErrorBody>),
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The request body did not arrive in time (`limits.body_read_timeout_secs`).
+    #[oai(status = 408)]
+    RequestTimeout(Json<ErrorBody>),
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
     #[oai(status = 412)]
     PreconditionFailed(Json<ErrorBody>),
+    /// The request body is larger than `limits.max_body_bytes`.
+    #[oai(status = 413)]
+    PayloadTooLarge(Json<ErrorBody>),
+    /// The body is not `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
     #[oai(status = 429)]
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     #[oai(status = 500)]
@@ -124,6 +133,9 @@ impl ApiError {
             Self::NotFound(Json(b)) => Self::NotFound(Json(f(b))),
             Self::Conflict(Json(b)) => Self::Conflict(Json(f(b))),
             Self::PreconditionFailed(Json(b)) => Self::PreconditionFailed(Json(f(b))),
+            Self::RequestTimeout(Json(b)) => Self::RequestTimeout(Json(f(b))),
+            Self::PayloadTooLarge(Json(b)) => Self::PayloadTooLarge(Json(f(b))),
+            Self::UnsupportedMediaType(Json(b)) => Self::UnsupportedMediaType(Json(f(b))),
             Self::TooManyRequests(Json(b), h) => Self::TooManyRequests(Json(f(b)), h),
             Self::Internal(Json(b)) => Self::Internal(Json(f(b))),
         }
@@ -137,6 +149,9 @@ impl ApiError {
             | Self::NotFound(Json(b))
             | Self::Conflict(Json(b))
             | Self::PreconditionFailed(Json(b))
+            | Self::RequestTimeout(Json(b))
+            | Self::PayloadTooLarge(Json(b))
+            | Self::UnsupportedMediaType(Json(b))
             | Self::TooManyRequests(Json(b), _)
             | Self::Internal(Json(b)) => b,
         }
@@ -213,11 +228,10 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
             ErrorBody::new(format!("Invalid path parameter \"{}\".", e.name)).with_validations(v),
         ))
     } else if let Some(e) = err.downcast_ref::<ContentTypeError>() {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ApiError::UnsupportedMediaType(Json(
             ErrorBody::new("Unsupported Content-Type: send application/json.")
                 .with_detail(e.to_string()),
-        );
+        ))
     } else if err.is::<poem::error::NotFoundError>() {
         return plain(StatusCode::NOT_FOUND, ErrorBody::new("Route not found."));
     } else if err.is::<poem::error::MethodNotAllowedError>() {

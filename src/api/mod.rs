@@ -10,6 +10,7 @@ pub mod error;
 pub mod job_views;
 pub mod jobs;
 pub mod licenses;
+pub mod limits;
 pub mod logs_follow;
 pub mod meta;
 pub mod observe;
@@ -17,6 +18,7 @@ pub mod organizations;
 pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
+pub mod rate_limit;
 pub mod state;
 pub mod users;
 
@@ -131,6 +133,8 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
+        .with(limits::RequestLimits::new(&state.settings.limits))
+        .with(rate_limit::RateLimit::new(&state.settings.rate_limit))
         .around(observe::observe)
         .data(state)
         .with(CookieJarManager::new())

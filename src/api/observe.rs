@@ -28,7 +28,7 @@ fn shape(path: &str) -> String {
 
 /// poem-openapi names path parameters `:param0`, `:param1`…; the OpenAPI document has the real
 /// names. Maps each route's shape to its documented template, built once.
-fn documented_routes() -> &'static HashMap<String, String> {
+pub(super) fn documented_routes() -> &'static HashMap<String, String> {
     static ROUTES: OnceLock<HashMap<String, String>> = OnceLock::new();
     ROUTES.get_or_init(|| {
         let spec: serde_json::Value =

@@ -4,10 +4,13 @@
 mod helpers;
 mod license_keys;
 
+mod authz_matrix;
+mod chaos;
 mod cli;
 mod dispatch;
 mod entitlements;
 mod foundation;
+mod hardening;
 mod jobs;
 mod license_cli;
 mod licenses;
@@ -17,5 +20,6 @@ mod metrics;
 mod operator;
 mod organizations;
 mod reaper;
+mod secrets;
 mod status_sql;
 mod users;

@@ -33,7 +33,15 @@ pub fn settings(database_url: &str) -> Settings {
             daemon_psk: "bench-psk".into(),
             stale_after_secs: 3600,
         },
-        rate_limit: provq::config::RateLimitSettings { api_per_minute: 0 },
+        rate_limit: provq::config::RateLimitSettings {
+            api_per_minute: 0,
+            ..Default::default()
+        },
+        // The benchmark runs many daemons on one PSK.
+        limits: provq::config::RequestLimitSettings {
+            long_polls_per_credential: u64::MAX,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }
