@@ -90,27 +90,8 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
     let http = http_client();
     let mut server = ServeProcess::start(serve(home.path(), &url));
     let base = server.url.clone();
-    http.post(format!("{base}/api/v2/users/first"))
-        .json(&json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let login = |base: String| {
-        let http = http.clone();
-        async move {
-            let body: Value = http
-                .post(format!("{base}/api/v2/users/login"))
-                .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["session_token"].as_str().unwrap().to_string()
-        }
-    };
-    let token = login(base.clone()).await;
+    owner_token_at(&base).await;
+    let token = login_at(&base).await;
     for _ in 0..JOBS {
         let resp = http
             .post(format!(
@@ -153,7 +134,7 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
     // Restarted on the same file: jobs left running are reaped, the rest drains.
     let server = ServeProcess::start(serve(home.path(), &url));
     let base = server.url.clone();
-    let token = login(base.clone()).await;
+    let token = login_at(&base).await;
     let after_kill = jobs(&http, &base, &token).await;
     assert_eq!(after_kill.len(), JOBS, "no job vanished");
     eventually(Duration::from_secs(30), "running jobs reaped", || async {
@@ -314,21 +295,7 @@ async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
     let mut victim = ServeProcess::start(serve(home.path(), &url));
     let survivor = ServeProcess::start(serve(home.path(), &url));
     let (a, b) = (victim.url.clone(), survivor.url.clone());
-    http.post(format!("{b}/api/v2/users/first"))
-        .json(&json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let login: Value = http
-        .post(format!("{b}/api/v2/users/login"))
-        .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["session_token"].as_str().unwrap().to_string();
+    let token = owner_token_at(&b).await;
     for _ in 0..JOBS {
         let resp = http
             .post(format!("{b}/api/v2/organizations/default/provisionerjobs"))

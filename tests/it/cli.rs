@@ -58,11 +58,6 @@ impl ServeProcess {
         }
     }
 
-    /// Like `start`, but keeps stderr piped for the test to read.
-    pub fn start_with_stderr(cmd: Command) -> Self {
-        Self::start(cmd)
-    }
-
     /// SIGTERM, then the exit status (within 10 s, as the contract promises).
     pub fn terminate(mut self) -> std::process::ExitStatus {
         kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();

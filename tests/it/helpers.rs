@@ -398,6 +398,35 @@ impl TestApp {
     }
 }
 
+/// Creates the first user (an owner) on the server at `server_url` and returns its token.
+pub async fn owner_token_at(server_url: &str) -> String {
+    let resp = http_client()
+        .post(format!("{server_url}/api/v2/users/first"))
+        .json(&json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .expect("first user request");
+    assert_eq!(resp.status(), StatusCode::CREATED, "first user");
+    login_at(server_url).await
+}
+
+/// Logs the owner in on the server at `server_url`.
+pub async fn login_at(server_url: &str) -> String {
+    let body: Value = http_client()
+        .post(format!("{server_url}/api/v2/users/login"))
+        .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
+        .send()
+        .await
+        .expect("login request")
+        .json()
+        .await
+        .expect("login body");
+    body["session_token"]
+        .as_str()
+        .expect("a session token")
+        .to_string()
+}
+
 /// Asserts the Coder error shape and returns the body for further checks.
 pub fn assert_error(status: StatusCode, body: &Value, expected: StatusCode) -> &Value {
     assert_eq!(status, expected, "unexpected status; body: {body}");

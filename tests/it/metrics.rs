@@ -159,24 +159,10 @@ async fn json_logs_carry_request_and_job_fields() {
     ])
     .env("PROVQ_LOG_FORMAT", "json")
     .env("RUST_LOG", "info");
-    let mut server = ServeProcess::start_with_stderr(cmd);
+    let mut server = ServeProcess::start(cmd);
     let http = http_client();
     let base = format!("{}/api/v2", server.url);
-    http.post(format!("{base}/users/first"))
-        .json(&json!({"email": OWNER_EMAIL, "username": "owner", "password": OWNER_PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    let login: Value = http
-        .post(format!("{base}/users/login"))
-        .json(&json!({"email": OWNER_EMAIL, "password": OWNER_PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["session_token"].as_str().unwrap().to_string();
+    let token = owner_token_at(&server.url).await;
     let resp = http
         .post(format!("{base}/organizations/default/provisionerjobs"))
         .header("Coder-Session-Token", &token)

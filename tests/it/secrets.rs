@@ -63,7 +63,7 @@ backend_tests! {
             .env("PROVQ_LOG_FORMAT", "json")
             .env("PROVQ_PROVISIONER__DAEMON_PSK", SERVER_PSK)
             .env("RUST_LOG", "debug");
-        let mut server = ServeProcess::start_with_stderr(cmd);
+        let mut server = ServeProcess::start(cmd);
         // Drain stderr as it comes so a chatty server never blocks on a full pipe.
         let mut stderr = server.child.stderr.take().unwrap();
         let logs = std::thread::spawn(move || {
