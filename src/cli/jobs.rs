@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::ClientArgs;
 use super::client::{Client, ClientError};
-use super::output::{Format, cell, column_key, json as to_json, paint_status, table};
+use super::output::{Format, cell, column_key, json as to_json, paint_status, print_list};
 use super::search::FilterArgs;
 
 pub const DEFAULT_COLUMNS: &[&str] = &["created_at", "id", "type", "status", "queue", "tags"];
@@ -149,12 +149,13 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let jobs: Value = client
         .get(&format!("/organizations/{}/provisionerjobs?{qs}", args.org))
         .await?;
-    let rows = jobs.as_array().cloned().unwrap_or_default();
-    match args.output {
-        Format::Json => println!("{}", to_json(&jobs)),
-        Format::Table if rows.is_empty() => println!("No provisioner jobs found"),
-        Format::Table => println!("{}", table(&columns, &rows, job_cell)),
-    }
+    print_list(
+        args.output,
+        &jobs,
+        "No provisioner jobs found",
+        &columns,
+        job_cell,
+    );
     Ok(())
 }
 

@@ -65,6 +65,28 @@ pub fn table(
         .join("\n")
 }
 
+/// Prints a list the server answered: as JSON, as `empty` when it has no rows, or as a table
+/// of `columns` with cells from `extract`.
+pub fn print_list(
+    format: Format,
+    list: &Value,
+    empty: &str,
+    columns: &[String],
+    extract: impl Fn(&Value, &str) -> String,
+) {
+    let rows = list.as_array().cloned().unwrap_or_default();
+    match format {
+        Format::Json => println!("{}", json(list)),
+        Format::Table if rows.is_empty() => println!("{empty}"),
+        Format::Table => println!("{}", table(columns, &rows, extract)),
+    }
+}
+
+/// Column names as owned strings.
+pub fn columns(names: &[&str]) -> Vec<String> {
+    names.iter().map(|c| c.to_string()).collect()
+}
+
 /// Pretty JSON with a trailing newline.
 pub fn json(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("JSON values serialise")

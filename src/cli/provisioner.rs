@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::jobs::{self, JobsCommand};
-use super::output::{Format, cell, json as to_json, paint_status, table};
+use super::output::{Format, cell, columns, paint_status, print_list};
 use super::runner::{self, StartArgs};
 
 #[derive(Subcommand, Debug)]
@@ -84,33 +84,26 @@ pub async fn run(cmd: ProvisionerCommand) -> anyhow::Result<()> {
             let daemons: Value = client
                 .get(&format!("/organizations/{org}/provisionerdaemons"))
                 .await?;
-            let rows = daemons.as_array().cloned().unwrap_or_default();
-            match output {
-                Format::Json => println!("{}", to_json(&daemons)),
-                Format::Table if rows.is_empty() => println!("No provisioner daemons found"),
-                Format::Table => {
-                    let columns: Vec<String> = [
-                        "name",
-                        "status",
-                        "tags",
-                        "provisioners",
-                        "key_name",
-                        "last_seen_at",
-                        "current_job",
-                    ]
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect();
-                    println!(
-                        "{}",
-                        table(&columns, &rows, |d, c| match c {
-                            "status" => paint_status(d["status"].as_str().unwrap_or_default()),
-                            "current_job" => cell(&d["current_job"]["id"]),
-                            other => cell(&d[other]),
-                        })
-                    );
-                }
-            }
+            let names = [
+                "name",
+                "status",
+                "tags",
+                "provisioners",
+                "key_name",
+                "last_seen_at",
+                "current_job",
+            ];
+            print_list(
+                output,
+                &daemons,
+                "No provisioner daemons found",
+                &columns(&names),
+                |d, c| match c {
+                    "status" => paint_status(d["status"].as_str().unwrap_or_default()),
+                    "current_job" => cell(&d["current_job"]["id"]),
+                    other => cell(&d[other]),
+                },
+            );
             Ok(())
         }
         ProvisionerCommand::Keys(cmd) => keys(cmd).await,
@@ -155,18 +148,14 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
             let keys: Value = client
                 .get(&format!("/organizations/{org}/provisionerkeys"))
                 .await?;
-            let rows = keys.as_array().cloned().unwrap_or_default();
-            match output {
-                Format::Json => println!("{}", to_json(&keys)),
-                Format::Table if rows.is_empty() => println!("No provisioner keys found"),
-                Format::Table => {
-                    let columns: Vec<String> = ["name", "id", "created_at", "tags"]
-                        .iter()
-                        .map(|c| c.to_string())
-                        .collect();
-                    println!("{}", table(&columns, &rows, |k, c| cell(&k[c])));
-                }
-            }
+            let names = ["name", "id", "created_at", "tags"];
+            print_list(
+                output,
+                &keys,
+                "No provisioner keys found",
+                &columns(&names),
+                |k, c| cell(&k[c]),
+            );
         }
         KeysCommand::Delete { client, org, name } => {
             let client = Client::from_args(&client)?;
