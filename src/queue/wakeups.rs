@@ -21,6 +21,8 @@ use crate::shutdown::Shutdown;
 
 const JOBS_CHANNEL: &str = "provq_jobs";
 const EVENTS_CHANNEL: &str = "provq_job_events";
+/// Job ids per event NOTIFY: 37 bytes each stays well under PostgreSQL's 8000-byte payload.
+const EVENTS_PER_NOTIFY: usize = 150;
 
 #[derive(Clone)]
 pub struct Wakeups {
@@ -121,8 +123,10 @@ impl Wakeups {
                 .expect("not poisoned")
                 .drain()
                 .collect();
-            for id in events {
-                send_notify(&db, EVENTS_CHANNEL, &id.to_string()).await;
+            // Many events per NOTIFY: each one is a commit that serialises with every other
+            // NOTIFY, so one per event would cap the whole queue's throughput.
+            for chunk in events.chunks(EVENTS_PER_NOTIFY) {
+                send_notify(&db, EVENTS_CHANNEL, &join_ids(chunk)).await;
             }
         }
     }
@@ -161,11 +165,27 @@ impl Wakeups {
             };
             if notification.channel() == JOBS_CHANNEL {
                 self.inner.jobs.notify_waiters();
-            } else if let Ok(id) = Uuid::parse_str(notification.payload()) {
-                let _ = self.inner.events.send(id);
+            } else {
+                for id in notification.payload().split(',') {
+                    if let Ok(id) = Uuid::parse_str(id) {
+                        let _ = self.inner.events.send(id);
+                    }
+                }
             }
         }
     }
+}
+
+/// Comma-separated ids: one event NOTIFY payload.
+fn join_ids(ids: &[Uuid]) -> String {
+    let mut out = String::with_capacity(ids.len() * 37);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&id.to_string());
+    }
+    out
 }
 
 async fn send_notify(db: &DatabaseConnection, channel: &str, payload: &str) {
@@ -176,5 +196,19 @@ async fn send_notify(db: &DatabaseConnection, channel: &str, payload: &str) {
     );
     if let Err(e) = db.execute_raw(stmt).await {
         tracing::warn!(error = %e, channel, "NOTIFY failed; waiters fall back to polling");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_event_batch_fits_one_notify_payload() {
+        let ids: Vec<Uuid> = (0..EVENTS_PER_NOTIFY).map(|_| Uuid::new_v4()).collect();
+        let payload = join_ids(&ids);
+        assert!(payload.len() < 8000, "{} bytes", payload.len());
+        let back: Vec<Uuid> = payload.split(',').map(|s| s.parse().unwrap()).collect();
+        assert_eq!(back, ids);
     }
 }
