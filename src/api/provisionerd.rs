@@ -199,15 +199,6 @@ fn required_lease(v: &mut Validations, lease: Option<String>) -> String {
 }
 
 impl ProvisionerdApi {
-    /// 404 unless the job exists and belongs to the credential's organization.
-    async fn check_job_access(&self, auth: &DaemonAuth, id: Uuid) -> Result<(), ApiError> {
-        let job = self.state.store.job_by_id(id).await?;
-        match auth.key_organization() {
-            Some(org) if org != job.organization_id => Err(ApiError::not_found()),
-            _ => Ok(()),
-        }
-    }
-
     async fn resolve_daemon(
         &self,
         auth: &DaemonAuth,
@@ -271,7 +262,7 @@ impl ProvisionerdApi {
                         }
                         Err(e) => return Err(e.into()),
                     },
-                    None => Some(self.state.store.default_organization().await?.id),
+                    None => Some(self.state.store.default_organization_id().await?),
                 };
                 let raw = super::jobs::parse_tags(
                     &mut v,
@@ -353,9 +344,12 @@ impl ProvisionerdApi {
         let lease = required_lease(&mut v, body.lease_token);
         let logs = parse_logs(&mut v, body.logs);
         v.finish()?;
-        self.check_job_access(&auth, job.0).await?;
         let had_logs = !logs.is_empty();
-        let beat = self.state.store.heartbeat_job(job.0, &lease, logs).await?;
+        let beat = self
+            .state
+            .store
+            .heartbeat_job(job.0, auth.key_organization(), &lease, logs)
+            .await?;
         if had_logs {
             self.state.wakeups.job_event(job.0);
         }
@@ -376,8 +370,11 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.0.lease_token);
         v.finish()?;
-        self.check_job_access(&auth, job.0).await?;
-        let done = self.state.store.finish_job(job.0, &lease, None).await?;
+        let done = self
+            .state
+            .store
+            .finish_job(job.0, auth.key_organization(), &lease, None)
+            .await?;
         self.state.metrics.job_finished(&done);
         self.state.wakeups.job_event(done.id);
         tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %crate::store::jobs::status_of(&done), "job completed");
@@ -407,12 +404,16 @@ impl ProvisionerdApi {
             None => None,
         };
         v.finish()?;
-        self.check_job_access(&auth, job.0).await?;
         let error = error.expect("validated above");
         let done = self
             .state
             .store
-            .finish_job(job.0, &lease, Some((error.clone(), code)))
+            .finish_job(
+                job.0,
+                auth.key_organization(),
+                &lease,
+                Some((error.clone(), code)),
+            )
             .await?;
         self.state.metrics.job_finished(&done);
         self.state.wakeups.job_event(done.id);

@@ -1,6 +1,10 @@
 //! The daemon registry: daemons register (or refresh) on every acquire, any worker call keeps
 //! them online, and admins list them with their status and jobs.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -14,7 +18,7 @@ use crate::domain::tags::Tags;
 use crate::entity::{provisioner_daemon as daemon, provisioner_job as job, provisioner_key};
 
 /// What a daemon says about itself when it acquires.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DaemonRegistration {
     pub organization_id: Uuid,
     pub name: String,
@@ -78,25 +82,123 @@ pub fn daemon_runs(d: &daemon::Model, job_tags: &Tags, provisioner: &str) -> boo
         )))
 }
 
-/// Marks the daemon holding a job as seen now, inside the caller's transaction (so a report
-/// and the refresh cost one commit).
-pub(crate) async fn touch_worker(
-    db: &impl sea_orm::ConnectionTrait,
-    worker: Option<Uuid>,
-) -> StoreResult<()> {
-    if let Some(id) = worker {
-        daemon::Entity::update_many()
-            .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
-            .filter(daemon::Column::Id.eq(id))
-            .exec(db)
-            .await?;
+/// Most daemons one replica remembers before it forgets the idle ones.
+const SEEN_CAPACITY: usize = 10_000;
+
+/// Throttles daemon liveness writes. A busy daemon calls several times a second, and writing
+/// `last_seen_at` on every call would cost a commit per call, while "offline" is decided only
+/// after `stale_after`. So each replica writes a daemon's liveness at most once per `every`
+/// (a tenth of `stale_after`, at most a second), and answers a repeated, identical registration
+/// from memory in between.
+#[derive(Debug)]
+pub(crate) struct SeenDaemons {
+    every: std::time::Duration,
+    touched: Mutex<HashMap<Uuid, Instant>>,
+    registered: Mutex<HashMap<(Uuid, String, String), Registered>>,
+}
+
+#[derive(Debug, Clone)]
+struct Registered {
+    registration: DaemonRegistration,
+    row: daemon::Model,
+    at: Instant,
+}
+
+impl Default for SeenDaemons {
+    fn default() -> Self {
+        Self::new(std::time::Duration::from_secs(90))
     }
+}
+
+impl SeenDaemons {
+    pub(crate) fn new(stale_after: std::time::Duration) -> Self {
+        Self {
+            every: (stale_after / 10).min(std::time::Duration::from_secs(1)),
+            touched: Mutex::default(),
+            registered: Mutex::default(),
+        }
+    }
+
+    /// Whether the daemon's liveness is due for a write; if so, counts it as written now.
+    fn due(&self, id: Uuid) -> bool {
+        let now = Instant::now();
+        let mut touched = self.touched.lock().expect("not poisoned");
+        if touched
+            .get(&id)
+            .is_some_and(|at| now.duration_since(*at) < self.every)
+        {
+            return false;
+        }
+        if touched.len() >= SEEN_CAPACITY {
+            touched.retain(|_, at| now.duration_since(*at) < self.every);
+        }
+        touched.insert(id, now);
+        true
+    }
+
+    /// The row of an identical registration written moments ago, if any.
+    fn recent(&self, reg: &DaemonRegistration) -> Option<daemon::Model> {
+        let registered = self.registered.lock().expect("not poisoned");
+        let hit = registered.get(&registration_key(reg))?;
+        (hit.registration == *reg && hit.at.elapsed() < self.every).then(|| hit.row.clone())
+    }
+
+    fn remember(&self, reg: DaemonRegistration, row: daemon::Model) {
+        let now = Instant::now();
+        let mut registered = self.registered.lock().expect("not poisoned");
+        if registered.len() >= SEEN_CAPACITY {
+            registered.retain(|_, r| now.duration_since(r.at) < self.every);
+        }
+        self.touched
+            .lock()
+            .expect("not poisoned")
+            .insert(row.id, now);
+        registered.insert(
+            registration_key(&reg),
+            Registered {
+                registration: reg,
+                row,
+                at: now,
+            },
+        );
+    }
+}
+
+fn registration_key(reg: &DaemonRegistration) -> (Uuid, String, String) {
+    (
+        reg.organization_id,
+        reg.name.clone(),
+        reg.tags.owner().to_string(),
+    )
+}
+
+impl Store {
+    /// Whether the daemon holding a job should have its `last_seen_at` written with this report
+    /// (see [`SeenDaemons`]); callers write it in the report's own transaction.
+    pub(crate) fn worker_touch_due(&self, worker: Option<Uuid>) -> Option<Uuid> {
+        worker.filter(|id| self.seen.due(*id))
+    }
+}
+
+/// Marks a daemon as seen now, inside the caller's transaction (so a report and the refresh
+/// cost one commit).
+pub(crate) async fn touch_worker(db: &impl sea_orm::ConnectionTrait, id: Uuid) -> StoreResult<()> {
+    daemon::Entity::update_many()
+        .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
+        .filter(daemon::Column::Id.eq(id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 
 impl Store {
-    /// Creates or refreshes a daemon, unique per organization, name and owner tag.
+    /// Creates or refreshes a daemon, unique per organization, name and owner tag. An identical
+    /// registration moments after the last one is answered from memory (see [`SeenDaemons`]).
     pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {
+        if let Some(row) = self.seen.recent(&reg) {
+            return Ok(row);
+        }
+        let remembered = reg.clone();
         let at = now();
         let provisioners: Vec<&str> = reg.provisioners.iter().map(|p| p.as_str()).collect();
         let row = daemon::ActiveModel {
@@ -129,7 +231,9 @@ impl Store {
             )
             .exec_with_returning_many(self.connection())
             .await?;
-        Ok(rows.pop().expect("an upsert returns its row"))
+        let row = rows.pop().expect("an upsert returns its row");
+        self.seen.remember(remembered, row.clone());
+        Ok(row)
     }
 
     pub async fn daemon_by_id(&self, id: Uuid) -> StoreResult<Option<daemon::Model>> {

@@ -61,6 +61,10 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// When this replica last wrote each daemon's `last_seen_at` (writes are throttled).
+    seen: std::sync::Arc<daemons::SeenDaemons>,
+    /// The default organization's id, which never changes once seeded.
+    default_org: std::sync::Arc<std::sync::OnceLock<uuid::Uuid>>,
 }
 
 impl Store {
@@ -88,11 +92,20 @@ impl Store {
             });
         }
         let db = Database::connect(options).await?;
-        Ok(Self { db })
+        let stale_after = Duration::from_secs(settings.provisioner.stale_after_secs);
+        Ok(Self {
+            db,
+            seen: std::sync::Arc::new(daemons::SeenDaemons::new(stale_after)),
+            default_org: Default::default(),
+        })
     }
 
     pub fn from_connection(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            seen: Default::default(),
+            default_org: Default::default(),
+        }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

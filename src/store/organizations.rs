@@ -42,6 +42,16 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
+    /// The default organization's id, read once: it is seeded by the migrations and can be
+    /// neither deleted nor replaced, and every PSK acquire needs it.
+    pub async fn default_organization_id(&self) -> StoreResult<Uuid> {
+        if let Some(id) = self.default_org.get() {
+            return Ok(*id);
+        }
+        let id = self.default_organization().await?.id;
+        Ok(*self.default_org.get_or_init(|| id))
+    }
+
     /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`.
     pub async fn resolve_organization(&self, ident: &str) -> StoreResult<organization::Model> {
         if ident == "default" {

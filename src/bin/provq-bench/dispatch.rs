@@ -510,7 +510,7 @@ async fn store_cycle(
                 match store.claim_job(daemon.id, &runnable).await? {
                     Some(claim) => {
                         store
-                            .finish_job(claim.job.id, &claim.lease_token, None)
+                            .finish_job(claim.job.id, None, &claim.lease_token, None)
                             .await?;
                         done.fetch_add(1, Ordering::AcqRel);
                         b.inc(1);

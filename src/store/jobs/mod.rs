@@ -270,9 +270,13 @@ impl Store {
         Ok(claimed.pop().map(|job| Claim { job, lease_token }))
     }
 
-    /// Why a lease-guarded write matched nothing: the job is missing, or the lease is stale.
-    async fn lease_failure(&self, id: Uuid) -> StoreError {
+    /// Why a lease-guarded write matched nothing: the job is missing (or belongs to another
+    /// organization than the caller's), or the lease is stale.
+    async fn lease_failure(&self, id: Uuid, organization: Option<Uuid>) -> StoreError {
         match self.job_by_id(id).await {
+            Ok(job) if organization.is_some_and(|org| org != job.organization_id) => {
+                StoreError::NotFound
+            }
             Ok(_) => StoreError::conflict(
                 "The lease is not this job's current lease: the job was finished, canceled or reaped.",
                 None,
@@ -281,26 +285,56 @@ impl Store {
         }
     }
 
+    /// The lease-guarded rows a daemon's report may change: this job, under this lease, not
+    /// finished, and (for a provisioner key) in the key's organization.
+    fn leased(id: Uuid, organization: Option<Uuid>, lease_token: &str) -> Condition {
+        let mut c = Condition::all()
+            .add(Column::Id.eq(id))
+            .add(Column::LeaseToken.eq(hash_secret(lease_token)))
+            .add(Column::CompletedAt.is_null());
+        if let Some(org) = organization {
+            c = c.add(Column::OrganizationId.eq(org));
+        }
+        c
+    }
+
+    /// Writes the liveness of the daemon that reported, at most once per throttle period (see
+    /// `SeenDaemons`); a separate small write, since liveness is a hint and not part of the report.
+    async fn touch_reporter(&self, worker: Option<Uuid>) -> StoreResult<()> {
+        if let Some(id) = self.worker_touch_due(worker) {
+            touch_worker(self.connection(), id).await?;
+        }
+        Ok(())
+    }
+
     /// A daemon's heartbeat with optional log lines: refreshes the job's liveness, appends what
-    /// fits under the log cap, and tells the daemon whether the job was canceled.
+    /// fits under the log cap, and tells the daemon whether the job was canceled. `organization`
+    /// restricts the job to a provisioner key's organization (404 otherwise).
     pub async fn heartbeat_job(
         &self,
         id: Uuid,
+        organization: Option<Uuid>,
         lease_token: &str,
         logs: Vec<NewLog>,
     ) -> StoreResult<Heartbeat> {
         let at = now();
-        let txn = self.connection().begin().await?;
-        let mut rows = job::Entity::update_many()
+        let beat = job::Entity::update_many()
             .col_expr(Column::UpdatedAt, Expr::value(at))
-            .filter(Column::Id.eq(id))
-            .filter(Column::LeaseToken.eq(hash_secret(lease_token)))
-            .filter(Column::CompletedAt.is_null())
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(job) = rows.pop() else {
+            .filter(Self::leased(id, organization, lease_token));
+        if logs.is_empty() {
+            let Some(job) = beat.exec_with_returning(self.connection()).await?.pop() else {
+                return Err(self.lease_failure(id, organization).await);
+            };
+            self.touch_reporter(job.worker_id).await?;
+            return Ok(Heartbeat {
+                canceled: job.canceled_at.is_some(),
+                logs_overflowed: job.logs_overflowed,
+            });
+        }
+        let txn = self.connection().begin().await?;
+        let Some(job) = beat.exec_with_returning(&txn).await?.pop() else {
             txn.rollback().await?;
-            return Err(self.lease_failure(id).await);
+            return Err(self.lease_failure(id, organization).await);
         };
         let (kept, bytes, dropped) = cap_logs(job.logs_length, logs);
         insert_logs(&txn, id, kept).await?;
@@ -313,19 +347,21 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        touch_worker(&txn, job.worker_id).await?;
         txn.commit().await?;
+        self.touch_reporter(job.worker_id).await?;
         Ok(Heartbeat {
             canceled: job.canceled_at.is_some(),
             logs_overflowed: overflowed,
         })
     }
 
-    /// Finishes a job the daemon holds: successfully (`error` None) or failed. A job that was
-    /// being canceled ends `canceled` on success, as the status rule says.
+    /// Finishes a job the daemon holds: successfully (`error` None) or failed, in one
+    /// statement. A job that was being canceled ends `canceled` on success, as the status rule
+    /// says. `organization` as for [`Store::heartbeat_job`].
     pub async fn finish_job(
         &self,
         id: Uuid,
+        organization: Option<Uuid>,
         lease_token: &str,
         error: Option<(String, Option<ErrorCode>)>,
     ) -> StoreResult<job::Model> {
@@ -341,19 +377,15 @@ impl Store {
                     Expr::value(code.map(|c| c.as_str().to_string())),
                 );
         }
-        let txn = self.connection().begin().await?;
-        let mut rows = update
-            .filter(Column::Id.eq(id))
-            .filter(Column::LeaseToken.eq(hash_secret(lease_token)))
-            .filter(Column::CompletedAt.is_null())
-            .exec_with_returning(&txn)
-            .await?;
-        let Some(job) = rows.pop() else {
-            txn.rollback().await?;
-            return Err(self.lease_failure(id).await);
+        let Some(job) = update
+            .filter(Self::leased(id, organization, lease_token))
+            .exec_with_returning(self.connection())
+            .await?
+            .pop()
+        else {
+            return Err(self.lease_failure(id, organization).await);
         };
-        touch_worker(&txn, job.worker_id).await?;
-        txn.commit().await?;
+        self.touch_reporter(job.worker_id).await?;
         Ok(job)
     }
 
