@@ -1,8 +1,11 @@
 //! Chaos: the server dies at the worst moment and nothing is lost. Bounded and self-stopping,
 //! loopback only.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
@@ -50,9 +53,142 @@ fn count(jobs: &[Value], status: &str) -> usize {
     jobs.iter().filter(|j| j["status"] == status).count()
 }
 
-/// A daemon that acquires and completes jobs until the server goes away.
-async fn drain(http: reqwest::Client, base: String, name: String) {
-    loop {
+/// What the drain daemons of one test saw, shared by all of them.
+#[derive(Default)]
+struct Ledger {
+    /// job id → (daemon name, daemon id) of each acquire answered 200 with that job.
+    acquired: BTreeMap<String, Vec<(String, String)>>,
+    /// job id → daemon names whose `complete` was answered 204.
+    completed: BTreeMap<String, Vec<String>>,
+    /// job id → daemon names whose `complete` got no answer or a 5xx other than 503: the server
+    /// may or may not have applied it.
+    unsure: BTreeMap<String, Vec<String>>,
+    /// Every 5xx the daemons got: when its request was sent, and what it was.
+    server_errors: Vec<(Instant, String)>,
+}
+
+/// Drain daemons sharing one [`Ledger`]: `spawn` starts one, `check` asserts that no job was
+/// handed out or completed twice and that every succeeded job was completed by exactly one
+/// daemon, the one the server names as its worker.
+#[derive(Clone, Default)]
+struct Drains {
+    ledger: Arc<Mutex<Ledger>>,
+    stopping: Arc<AtomicBool>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Drains {
+    fn spawn(&self, http: &reqwest::Client, base: &str, name: &str) {
+        let task = tokio::spawn(drain(
+            http.clone(),
+            base.to_string(),
+            name.to_string(),
+            self.ledger.clone(),
+            self.stopping.clone(),
+        ));
+        self.tasks.lock().unwrap().push(task);
+    }
+
+    /// Stops every daemon spawned so far once it has finished what it was doing (an acquire
+    /// of at most 1 s, and the complete of the job it holds), so nothing it did goes unrecorded.
+    /// Daemons whose server went away stop by themselves.
+    async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let tasks: Vec<_> = self.tasks.lock().unwrap().drain(..).collect();
+        for t in tasks {
+            tokio::time::timeout(Duration::from_secs(30), t)
+                .await
+                .expect("a drain daemon stops within 30 s")
+                .unwrap();
+        }
+        self.stopping.store(false, Ordering::SeqCst);
+    }
+
+    /// The 5xx answers to requests sent at or after `since`.
+    fn server_errors_since(&self, since: Instant) -> Vec<String> {
+        let ledger = self.ledger.lock().unwrap();
+        ledger
+            .server_errors
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, what)| what.clone())
+            .collect()
+    }
+
+    /// Checks the ledger against `all` (every job, as the server lists them).
+    fn check(&self, all: &[Value]) {
+        let ledger = self.ledger.lock().unwrap();
+        for (job, by) in &ledger.acquired {
+            assert_eq!(
+                by.len(),
+                1,
+                "job {job} was handed out more than once: {by:?}"
+            );
+        }
+        for (job, by) in &ledger.completed {
+            assert_eq!(
+                by.len(),
+                1,
+                "job {job} was completed more than once: {by:?}"
+            );
+            let acquirer = &ledger.acquired[job][0].0;
+            assert_eq!(
+                &by[0], acquirer,
+                "job {job} completed by a daemon that never acquired it"
+            );
+        }
+        for job in all {
+            let id = job["id"].as_str().unwrap();
+            let completed = ledger.completed.get(id).map_or(0, Vec::len);
+            if completed > 0 {
+                assert_eq!(
+                    job["status"], "succeeded",
+                    "a 204 complete did not stick: {job}"
+                );
+            }
+            if job["status"] != "succeeded" {
+                continue;
+            }
+            // Succeeded: completed by exactly one daemon, or by the one daemon whose complete
+            // got no answer (the server applied it and then died, say).
+            let unsure = ledger.unsure.get(id).map_or(0, Vec::len);
+            assert!(
+                completed == 1 || (completed == 0 && unsure > 0),
+                "job {id} succeeded with {completed} confirmed and {unsure} unanswered completes"
+            );
+            let (name, daemon_id) = ledger
+                .acquired
+                .get(id)
+                .and_then(|a| a.first())
+                .unwrap_or_else(|| panic!("job {id} succeeded but no daemon acquired it"));
+            assert_eq!(
+                job["worker_id"].as_str(),
+                Some(daemon_id.as_str()),
+                "the server names another worker than {name} for job {id}: {job}"
+            );
+        }
+        let known: BTreeSet<&str> = all.iter().map(|j| j["id"].as_str().unwrap()).collect();
+        for job in ledger.acquired.keys() {
+            assert!(known.contains(job.as_str()), "job {job} vanished");
+        }
+    }
+}
+
+/// A daemon that acquires and completes jobs until the server goes away (or it is stopped),
+/// writing down what happened in `ledger`. A 503 on `complete` (database busy: nothing was
+/// changed) is retried; any other failed `complete` leaves the job to the reaper.
+async fn drain(
+    http: reqwest::Client,
+    base: String,
+    name: String,
+    ledger: Arc<Mutex<Ledger>>,
+    stopping: Arc<AtomicBool>,
+) {
+    let server_error = |sent: Instant, what: String| {
+        ledger.lock().unwrap().server_errors.push((sent, what));
+    };
+    while !stopping.load(Ordering::SeqCst) {
+        let sent = Instant::now();
         let Ok(resp) = http
             .post(format!("{base}/api/v2/provisionerd/acquire"))
             .header("Coder-Provisioner-Daemon-PSK", PSK)
@@ -62,7 +198,14 @@ async fn drain(http: reqwest::Client, base: String, name: String) {
         else {
             return;
         };
-        if resp.status() != StatusCode::OK {
+        let status = resp.status();
+        if status.is_server_error() {
+            server_error(sent, format!("{name}: acquire answered {status}"));
+        }
+        if status != StatusCode::OK {
+            if status != StatusCode::NO_CONTENT {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             continue;
         }
         let Ok(body) = resp.json::<Value>().await else {
@@ -70,15 +213,45 @@ async fn drain(http: reqwest::Client, base: String, name: String) {
         };
         let job = body["job"]["job_id"].as_str().unwrap().to_string();
         let lease = body["job"]["lease_token"].clone();
-        if http
-            .post(format!("{base}/api/v2/provisionerd/jobs/{job}/complete"))
-            .header("Coder-Provisioner-Daemon-PSK", PSK)
-            .json(&json!({"lease_token": lease}))
-            .send()
-            .await
-            .is_err()
-        {
-            return;
+        let daemon_id = body["daemon_id"].as_str().unwrap().to_string();
+        ledger
+            .lock()
+            .unwrap()
+            .acquired
+            .entry(job.clone())
+            .or_default()
+            .push((name.clone(), daemon_id));
+        loop {
+            let sent = Instant::now();
+            let resp = http
+                .post(format!("{base}/api/v2/provisionerd/jobs/{job}/complete"))
+                .header("Coder-Provisioner-Daemon-PSK", PSK)
+                .json(&json!({"lease_token": lease}))
+                .send()
+                .await;
+            let status = resp.as_ref().map(|r| r.status()).ok();
+            if let Some(s) = status.filter(|s| s.is_server_error()) {
+                server_error(sent, format!("{name}: complete of {job} answered {s}"));
+            }
+            match status {
+                Some(StatusCode::NO_CONTENT) => {
+                    let mut l = ledger.lock().unwrap();
+                    l.completed.entry(job).or_default().push(name.clone());
+                    break;
+                }
+                Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Some(s) if !s.is_server_error() => break, // e.g. 409: the lease was lost
+                _ => {
+                    let mut l = ledger.lock().unwrap();
+                    l.unsure.entry(job).or_default().push(name.clone());
+                    if status.is_none() {
+                        return; // the server went away
+                    }
+                    break;
+                }
+            }
         }
     }
 }
@@ -104,9 +277,10 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
-    let daemons: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(drain(http.clone(), base.clone(), format!("d{i}"))))
-        .collect();
+    let drains = Drains::default();
+    for i in 0..4 {
+        drains.spawn(&http, &base, &format!("d{i}"));
+    }
     eventually(
         Duration::from_secs(60),
         "a third of the jobs done",
@@ -115,9 +289,7 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
     .await;
     server.child.kill().unwrap(); // SIGKILL, mid-drain
     server.child.wait().unwrap();
-    for d in daemons {
-        let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
-    }
+    drains.stop().await; // they stop by themselves: their server is gone
 
     let db = Database::connect(&url).await.unwrap();
     let row = db
@@ -141,13 +313,14 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
         count(&jobs(&http, &base, &token).await, "running") == 0
     })
     .await;
-    let daemons: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(drain(http.clone(), base.clone(), format!("d{i}"))))
-        .collect();
+    for i in 0..4 {
+        drains.spawn(&http, &base, &format!("r{i}"));
+    }
     eventually(Duration::from_secs(60), "the queue drained", || async {
         count(&jobs(&http, &base, &token).await, "pending") == 0
     })
     .await;
+    drains.stop().await;
     let all = jobs(&http, &base, &token).await;
     assert_eq!(all.len(), JOBS);
     assert_eq!(
@@ -155,10 +328,8 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
         JOBS,
         "every job ended: {all:#?}"
     );
+    drains.check(&all);
     assert_eq!(server.terminate().code(), Some(0));
-    for d in daemons {
-        let _ = tokio::time::timeout(Duration::from_secs(30), d).await;
-    }
 }
 
 /// A `provq provisioner start` child, killed when dropped.
@@ -232,9 +403,10 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
         app.enqueue(&owner, json!({"type": "workspace_build"}))
             .await;
     }
-    let daemons: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(drain(app.http.clone(), app.base.clone(), format!("d{i}"))))
-        .collect();
+    let drains = Drains::default();
+    for i in 0..4 {
+        drains.spawn(&app.http, &app.base, &format!("d{i}"));
+    }
     eventually(
         Duration::from_secs(60),
         "a third of the jobs done",
@@ -265,6 +437,7 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
         },
     )
     .await;
+    let recovered = Instant::now();
     for _ in 0..20 {
         let (status, body) = app
             .get(
@@ -279,12 +452,13 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
         count(&all, "pending") == 0 && count(&all, "running") == 0
     })
     .await;
+    drains.stop().await;
     let all = jobs(&app.http, &app.base, &owner).await;
     assert_eq!(all.len(), JOBS, "no job vanished");
     assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
-    for d in daemons {
-        d.abort();
-    }
+    drains.check(&all);
+    let late = drains.server_errors_since(recovered);
+    assert!(late.is_empty(), "5xx after recovery: {late:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,12 +480,10 @@ async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
-    let daemons: Vec<_> = (0..4)
-        .map(|i| {
-            let base = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(drain(http.clone(), base, format!("d{i}")))
-        })
-        .collect();
+    let drains = Drains::default();
+    for i in 0..4 {
+        drains.spawn(&http, if i % 2 == 0 { &a } else { &b }, &format!("d{i}"));
+    }
     eventually(
         Duration::from_secs(60),
         "a third of the jobs done",
@@ -322,20 +494,50 @@ async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
     victim.child.wait().unwrap();
     // Its daemons move to a restarted replica; the survivor never stopped serving.
     let restarted = ServeProcess::start(serve(home.path(), &url));
-    let more: Vec<_> = (0..2)
-        .map(|i| tokio::spawn(drain(http.clone(), restarted.url.clone(), format!("r{i}"))))
-        .collect();
+    for i in 0..2 {
+        drains.spawn(&http, &restarted.url, &format!("r{i}"));
+    }
     eventually(Duration::from_secs(90), "the queue drained", || async {
         let all = jobs(&http, &b, &token).await;
         count(&all, "pending") == 0 && count(&all, "running") == 0
     })
     .await;
+    drains.stop().await;
     let all = jobs(&http, &restarted.url, &token).await;
     assert_eq!(all.len(), JOBS, "no job vanished");
     assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
-    for d in daemons.into_iter().chain(more) {
-        d.abort();
-    }
+    drains.check(&all);
     assert_eq!(restarted.terminate().code(), Some(0));
     assert_eq!(survivor.terminate().code(), Some(0));
+}
+
+/// The ledger check itself can fail: a job completed by two daemons, and a succeeded job the
+/// server says another daemon ran.
+#[test]
+fn the_drain_ledger_catches_a_double_completion_and_a_wrong_worker() {
+    let job = json!({"id": "j1", "status": "succeeded", "worker_id": "id-a"});
+    let ledger = |completed: &[&str], worker: &str| {
+        let drains = Drains::default();
+        let mut l = drains.ledger.lock().unwrap();
+        l.acquired
+            .insert("j1".into(), vec![("a".into(), worker.to_string())]);
+        l.completed.insert(
+            "j1".into(),
+            completed.iter().map(|s| s.to_string()).collect(),
+        );
+        drop(l);
+        drains
+    };
+    ledger(&["a"], "id-a").check(std::slice::from_ref(&job));
+    for (completed, worker, expected) in [
+        (&["a", "b"][..], "id-a", "completed more than once"),
+        (&["b"][..], "id-a", "never acquired it"),
+        (&["a"][..], "id-b", "names another worker"),
+    ] {
+        let drains = ledger(completed, worker);
+        let job = job.clone();
+        let panic = std::panic::catch_unwind(move || drains.check(&[job])).unwrap_err();
+        let message = panic.downcast_ref::<String>().unwrap();
+        assert!(message.contains(expected), "{message}");
+    }
 }
