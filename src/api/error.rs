@@ -131,8 +131,8 @@ impl ApiError {
         tracing::warn!(error = %error_chain(cause), "database busy: no free connection in time");
         Self::ServiceUnavailable(
             Json(ErrorBody::new(DATABASE_BUSY_MESSAGE).with_detail(
-                "Every database connection of this server stayed in use for the whole wait; \
-                 nothing was changed.",
+                "Every database connection of this server stayed in use for as long as a request \
+                 may wait for one.",
             )),
             "1".into(),
         )

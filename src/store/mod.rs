@@ -62,7 +62,7 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
 
 /// Whether a database error means no pooled connection became free within
 /// `database_acquire_timeout_secs` (the pool is exhausted, or the database is not accepting
-/// connections yet): nothing was executed, so the caller may retry.
+/// connections yet): the statement that needed it did not run.
 pub fn is_pool_timeout(error: &DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::cli::{ServeProcess, provq};
@@ -113,6 +113,17 @@ impl Drains {
             .filter(|(at, _)| *at >= since)
             .map(|(_, what)| what.clone())
             .collect()
+    }
+
+    /// Completes answered 204, over all jobs.
+    fn completions(&self) -> usize {
+        self.ledger
+            .lock()
+            .unwrap()
+            .completed
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     /// Checks the ledger against `all` (every job, as the server lists them).
@@ -509,6 +520,244 @@ async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
     drains.check(&all);
     assert_eq!(restarted.terminate().code(), Some(0));
     assert_eq!(survivor.terminate().code(), Some(0));
+}
+
+/// One admin request as a client sees it: status (None: no answer), how long it took, its
+/// `Retry-After` header and its body.
+struct Answer {
+    what: &'static str,
+    status: Option<StatusCode>,
+    took: Duration,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn timed(req: reqwest::RequestBuilder, what: &'static str) -> Answer {
+    let sent = Instant::now();
+    let resp = req.send().await;
+    let took = sent.elapsed();
+    match resp {
+        Ok(r) => {
+            let status = r.status();
+            let retry_after = r
+                .headers()
+                .get("Retry-After")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            let body = r.json::<Value>().await.unwrap_or(Value::Null);
+            Answer {
+                what,
+                status: Some(status),
+                took: sent.elapsed().max(took),
+                retry_after,
+                body,
+            }
+        }
+        Err(_) => Answer {
+            what,
+            status: None,
+            took,
+            retry_after: None,
+            body: Value::Null,
+        },
+    }
+}
+
+/// An admin script: lists jobs, reads itself and enqueues a job, over and over until `until`.
+async fn admin_requests(app_base: String, token: String, until: Instant) -> Vec<Answer> {
+    let http = http_client();
+    let mut answers = Vec::new();
+    while Instant::now() < until {
+        let list = http
+            .get(format!(
+                "{app_base}/api/v2/organizations/default/provisionerjobs?limit=5"
+            ))
+            .header("Coder-Session-Token", &token);
+        answers.push(timed(list, "list jobs").await);
+        let me = http
+            .get(format!("{app_base}/api/v2/users/me"))
+            .header("Coder-Session-Token", &token);
+        answers.push(timed(me, "get me").await);
+        let enqueue = http
+            .post(format!(
+                "{app_base}/api/v2/organizations/default/provisionerjobs"
+            ))
+            .header("Coder-Session-Token", &token)
+            .json(&json!({"type": "workspace_build"}));
+        answers.push(timed(enqueue, "enqueue").await);
+    }
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_pool_exhausted_behind_a_long_lock_answers_503_then_recovers() {
+    const POOL_JOBS: usize = 60;
+    const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+    const LOCK_HELD: Duration = Duration::from_secs(5);
+    let (app, owner) = spawn_queue_with(Backend::Postgres, |s| {
+        s.rate_limit.api_per_minute = 0;
+        s.database_max_connections = 3;
+        s.database_acquire_timeout_secs = ACQUIRE_TIMEOUT.as_secs();
+        s.reaper.interval_secs = 1;
+        // Nothing may be reaped: every job is to be completed, however long the lock lasts.
+        s.reaper.hung_after_secs = 120;
+    })
+    .await;
+    for _ in 0..POOL_JOBS {
+        app.enqueue(&owner, json!({"type": "workspace_build"}))
+            .await;
+    }
+    let drains = Drains::default();
+    for i in 0..4 {
+        drains.spawn(&app.http, &app.base, &format!("d{i}"));
+    }
+    eventually(Duration::from_secs(60), "some jobs done", || async {
+        count(&jobs(&app.http, &app.base, &owner).await, "succeeded") >= 10
+    })
+    .await;
+
+    // Another client takes the jobs table for a while: every statement of provq on it waits,
+    // holding its pooled connection, so the small pool runs dry while requests keep coming.
+    let locker = Database::connect(app.database_url.as_str()).await.unwrap();
+    let txn = locker.begin().await.unwrap();
+    let locked_at = Instant::now();
+    txn.execute_unprepared("LOCK TABLE provisioner_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let scripts: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(admin_requests(
+                app.base.clone(),
+                owner.clone(),
+                locked_at + LOCK_HELD,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(LOCK_HELD.saturating_sub(locked_at.elapsed())).await;
+    txn.rollback().await.unwrap();
+    locker.close().await.unwrap();
+    let released_at = Instant::now();
+    let mut during = Vec::new();
+    for s in scripts {
+        during.extend(s.await.unwrap());
+    }
+
+    // Every request answered: 2xx, or 503 in Coder's shape with Retry-After. Never a 500, and
+    // never longer than the lock plus a few acquire timeouts.
+    let busy: Vec<&Answer> = during
+        .iter()
+        .filter(|a| a.status == Some(StatusCode::SERVICE_UNAVAILABLE))
+        .collect();
+    for a in &during {
+        let status = a
+            .status
+            .unwrap_or_else(|| panic!("{} got no answer", a.what));
+        assert!(
+            status.is_success() || status == StatusCode::SERVICE_UNAVAILABLE,
+            "{} answered {status} while the pool was exhausted: {}",
+            a.what,
+            a.body
+        );
+        assert!(
+            a.took < LOCK_HELD + 3 * ACQUIRE_TIMEOUT + Duration::from_secs(5),
+            "{} took {:?}",
+            a.what,
+            a.took
+        );
+    }
+    assert!(
+        !busy.is_empty(),
+        "the pool was never exhausted: {} answers, none 503",
+        during.len()
+    );
+    for a in &busy {
+        assert_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &a.body,
+            StatusCode::SERVICE_UNAVAILABLE,
+        );
+        assert_eq!(a.body["message"], "The database is busy; retry shortly.");
+        assert_eq!(a.retry_after.as_deref(), Some("1"), "{}", a.what);
+        // A request that found no connection gives up after the acquire timeout (a few times
+        // over for requests that run several statements), not after the lock.
+        assert!(
+            a.took < 3 * ACQUIRE_TIMEOUT + Duration::from_secs(3),
+            "a 503 for {} took {:?}",
+            a.what,
+            a.took
+        );
+    }
+    let slowest = during.iter().map(|a| a.took).max().unwrap();
+    eprintln!(
+        "pool exhausted for {:?}: {} admin answers, {} of them 503, slowest {slowest:?}",
+        released_at - locked_at,
+        during.len(),
+        busy.len()
+    );
+
+    // Recovery without a restart: no 5xx for anything sent from then on, and the drain ends
+    // with every job completed exactly once.
+    eventually(
+        Duration::from_secs(30),
+        "the server answers again",
+        || async {
+            let (status, _) = app
+                .get(
+                    "/organizations/default/provisionerjobs?limit=1",
+                    Some(&owner),
+                )
+                .await;
+            status == StatusCode::OK
+        },
+    )
+    .await;
+    let recovered = Instant::now();
+    let after = admin_requests(
+        app.base.clone(),
+        owner.clone(),
+        Instant::now() + Duration::from_secs(2),
+    )
+    .await;
+    for a in &after {
+        let status = a.status.unwrap();
+        assert!(
+            status.is_success(),
+            "{} answered {status} after recovery: {}",
+            a.what,
+            a.body
+        );
+    }
+    eventually(Duration::from_secs(60), "the queue drained", || async {
+        let all = jobs(&app.http, &app.base, &owner).await;
+        count(&all, "pending") == 0 && count(&all, "running") == 0
+    })
+    .await;
+    drains.stop().await;
+    let all = jobs(&app.http, &app.base, &owner).await;
+    let enqueued = during
+        .iter()
+        .chain(&after)
+        .filter(|a| a.status == Some(StatusCode::CREATED))
+        .count();
+    assert!(all.len() >= POOL_JOBS + enqueued, "no job vanished");
+    assert_eq!(count(&all, "succeeded"), all.len(), "every job completed");
+    drains.check(&all);
+    assert_eq!(
+        drains.completions(),
+        all.len(),
+        "each job completed exactly once"
+    );
+    let errors = drains.server_errors_since(locked_at);
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.ends_with("503 Service Unavailable")),
+        "daemons got a 5xx other than 503: {errors:?}"
+    );
+    let late = drains.server_errors_since(recovered);
+    assert!(
+        late.is_empty(),
+        "daemons got a 5xx after recovery: {late:?}"
+    );
 }
 
 /// The ledger check itself can fail: a job completed by two daemons, and a succeeded job the
