@@ -760,6 +760,291 @@ async fn postgres_pool_exhausted_behind_a_long_lock_answers_503_then_recovers() 
     );
 }
 
+/// A throwaway PostgreSQL cluster of its own (initdb in a temp dir, a free loopback port, fsync
+/// off), so a test may restart it. Dropping it stops it at once and removes its directory, also
+/// when the test panics.
+struct ThrowawayPostgres {
+    bin: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl ThrowawayPostgres {
+    fn start() -> Self {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new()
+            .prefix("provq-chaos-pg-")
+            .tempdir()
+            .expect("temp dir");
+        // initdb refuses to run as root: then the cluster belongs to the postgres user.
+        let as_postgres = command_output(Command::new("id").arg("-u")).trim() == "0";
+        if as_postgres {
+            command_output(
+                Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(dir.path()),
+            );
+        }
+        let mut pg = Self {
+            bin,
+            dir,
+            port: 0,
+            as_postgres,
+        };
+        let data = pg.data();
+        command_output(
+            pg.tool("initdb")
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+                .args(["--no-locale", "--no-sync"]),
+        );
+        // A free port may be taken between looking and binding: try a few.
+        for attempt in 1..=3 {
+            pg.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let out = pg.pg_ctl("start").output().expect("run pg_ctl start");
+            if out.status.success() {
+                return pg;
+            }
+            assert!(
+                attempt < 3,
+                "pg_ctl start failed: {}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+            );
+        }
+        unreachable!()
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// `postgres` URL of database `name` on this cluster.
+    fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn tool(&self, name: &str) -> Command {
+        let path = self.bin.join(name);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        cmd.current_dir(self.dir.path())
+            .stdin(std::process::Stdio::null());
+        cmd
+    }
+
+    /// `pg_ctl ACTION` on this cluster, waiting for it to finish.
+    fn pg_ctl(&self, action: &str) -> Command {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let mut cmd = self.tool("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-w", "-t", "30", "-m", "fast", "-o", &options, action]);
+        cmd
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut, the server is down for a moment.
+    fn restart(&self) {
+        command_output(&mut self.pg_ctl("restart"));
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .tool("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        // The TempDir removes the directory after this.
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`: on `PATH`, else Debian's versioned folder.
+fn postgres_bin_dir() -> std::path::PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut debian: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    debian.sort();
+    debian.reverse(); // the newest version first
+    on_path
+        .into_iter()
+        .chain(debian)
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test starts its own PostgreSQL cluster and needs initdb and pg_ctl, found \
+                 neither on PATH nor in /usr/lib/postgresql/*/bin: install PostgreSQL's server \
+                 (Debian: apt-get install postgresql; .ci/run does)"
+            )
+        })
+}
+
+/// Runs `cmd`, panicking with its output unless it succeeds; returns its stdout.
+fn command_output(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Reads a server's stderr so it never blocks on a full pipe; keeps it for failure messages.
+fn keep_stderr(server: &mut ServeProcess) -> Arc<Mutex<String>> {
+    use std::io::Read;
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = server.child.stderr.take().expect("piped stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_themselves() {
+    let pg = tokio::task::block_in_place(ThrowawayPostgres::start);
+    let admin = Database::connect(pg.url("postgres")).await.unwrap();
+    admin
+        .execute_unprepared("CREATE DATABASE provq")
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let url = pg.url("provq");
+    let home = tempfile::tempdir().unwrap();
+    let http = http_client();
+    let mut a = ServeProcess::start(serve(home.path(), &url));
+    let mut b = ServeProcess::start(serve(home.path(), &url));
+    let logs = [keep_stderr(&mut a), keep_stderr(&mut b)];
+    let bases = [a.url.clone(), b.url.clone()];
+    let token = owner_token_at(&bases[0]).await;
+    for i in 0..JOBS {
+        let resp = http
+            .post(format!(
+                "{}/api/v2/organizations/default/provisionerjobs",
+                bases[i % 2]
+            ))
+            .header("Coder-Session-Token", &token)
+            .json(&json!({"type": "workspace_build"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+    let drains = Drains::default();
+    for i in 0..4 {
+        drains.spawn(&http, &bases[i % 2], &format!("d{i}"));
+    }
+    eventually(
+        Duration::from_secs(60),
+        "a third of the jobs done",
+        || async { count(&jobs(&http, &bases[0], &token).await, "succeeded") >= JOBS / 3 },
+    )
+    .await;
+    let restart = Instant::now();
+    tokio::task::block_in_place(|| pg.restart());
+    let restart_took = restart.elapsed();
+
+    // Both replicas answer again by themselves; from then on no request gets a 5xx.
+    eventually(
+        Duration::from_secs(30),
+        "both replicas answer again",
+        || async {
+            let mut ok = true;
+            for base in &bases {
+                let health = http.get(format!("{base}/healthz")).send().await;
+                let list = http
+                    .get(format!(
+                        "{base}/api/v2/organizations/default/provisionerjobs?limit=1"
+                    ))
+                    .header("Coder-Session-Token", &token)
+                    .send()
+                    .await;
+                ok &= health.is_ok_and(|r| r.status() == StatusCode::OK)
+                    && list.is_ok_and(|r| r.status() == StatusCode::OK);
+            }
+            ok
+        },
+    )
+    .await;
+    let recovered = Instant::now();
+    for base in &bases {
+        for _ in 0..10 {
+            let resp = http
+                .get(format!(
+                    "{base}/api/v2/organizations/default/provisionerjobs?limit=5"
+                ))
+                .header("Coder-Session-Token", &token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{base} after recovery");
+        }
+    }
+    eventually(Duration::from_secs(60), "the queue drained", || async {
+        let all = jobs(&http, &bases[1], &token).await;
+        count(&all, "pending") == 0 && count(&all, "running") == 0
+    })
+    .await;
+    drains.stop().await;
+    let all = jobs(&http, &bases[0], &token).await;
+    assert_eq!(all.len(), JOBS, "no job vanished");
+    assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
+    drains.check(&all);
+    let late = drains.server_errors_since(recovered);
+    assert!(late.is_empty(), "5xx after recovery: {late:?}");
+    eprintln!(
+        "restart took {restart_took:?}, recovered {:?} after it began; {} succeeded, {} \
+         failed (reaped), {} 5xx during the restart",
+        recovered - restart,
+        count(&all, "succeeded"),
+        count(&all, "failed"),
+        drains.server_errors_since(restart).len()
+    );
+    for (server, log) in [a, b].into_iter().zip(logs) {
+        let status = server.terminate();
+        assert_eq!(status.code(), Some(0), "{}", log.lock().unwrap());
+    }
+}
+
 /// The ledger check itself can fail: a job completed by two daemons, and a succeeded job the
 /// server says another daemon ran.
 #[test]
