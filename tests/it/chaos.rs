@@ -353,6 +353,30 @@ impl Drop for Daemon {
     }
 }
 
+/// The process group of a job's command, named in a file the command writes; killed when
+/// dropped (also when the test panics).
+struct JobGroup(std::path::PathBuf);
+
+impl JobGroup {
+    fn pgid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| *p > 1)
+    }
+}
+
+impl Drop for JobGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid() {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 fn daemon(app: &TestApp, home: &std::path::Path, name: &str, exec: &str) -> Daemon {
     let child = provq(home)
         .args(["provisioner", "start", "--url", &app.base, "--psk", PSK])
@@ -374,13 +398,19 @@ crate::backend_tests! {
         .await;
         let home = tempfile::tempdir().unwrap();
         let victim_job = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
-        let mut victim = daemon(&app, home.path(), "victim", "sleep 20");
+        // The job's command writes its process group (it leads one) so the test can kill what
+        // the SIGKILLed daemon leaves behind.
+        let job_group = JobGroup(home.path().join("job.pgid"));
+        let exec = format!("echo $$ > {}; exec sleep 20", job_group.0.display());
+        let mut victim = daemon(&app, home.path(), "victim", &exec);
         eventually(Duration::from_secs(20), "the victim runs its job", || async {
             app.status_of(&owner, &victim_job).await == "running"
         })
         .await;
         victim.0.kill().unwrap(); // SIGKILL: no goodbye, no fail call
         victim.0.wait().unwrap();
+        assert!(job_group.pgid().is_some(), "the job's command named its process group");
+        drop(job_group); // its orphaned `sleep 20` goes too, instead of outliving the test
         eventually(Duration::from_secs(20), "the job reaped", || async {
             app.status_of(&owner, &victim_job).await == "failed"
         })
