@@ -1,5 +1,5 @@
-//! Chaos: the server dies at the worst moment and nothing is lost. Bounded and self-stopping,
-//! loopback only.
+//! Chaos: the server, a daemon or PostgreSQL dies or stalls at the worst moment and nothing is
+//! lost. Bounded and self-stopping, loopback only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
