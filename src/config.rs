@@ -27,6 +27,8 @@ pub struct Settings {
     pub database_url: String,
     /// Connections in the database pool (PostgreSQL; SQLite uses what its locking allows).
     pub database_max_connections: u32,
+    /// Seconds a request waits for a free database connection before it is answered 503.
+    pub database_acquire_timeout_secs: u64,
     /// `text` or `json` log lines.
     pub log_format: LogFormat,
     pub prometheus: PrometheusSettings,
@@ -108,6 +110,7 @@ impl Default for Settings {
             listen: "127.0.0.1:8080".into(),
             database_url: "sqlite://provq.db?mode=rwc".into(),
             database_max_connections: 20,
+            database_acquire_timeout_secs: 5,
             log_format: LogFormat::Text,
             prometheus: PrometheusSettings::default(),
             provisioner: ProvisionerSettings::default(),
@@ -254,6 +257,10 @@ impl Settings {
         }
         let r = &self.reaper;
         for (key, value) in [
+            (
+                "database_acquire_timeout_secs",
+                self.database_acquire_timeout_secs,
+            ),
             ("reaper.interval_secs", r.interval_secs),
             ("reaper.hung_after_secs", r.hung_after_secs),
             ("reaper.pending_after_secs", r.pending_after_secs),
@@ -339,6 +346,7 @@ mod tests {
             "listen",
             "database_url",
             "database_max_connections",
+            "database_acquire_timeout_secs",
             "log_format",
             "daemon_psk",
             "stale_after_secs",
@@ -371,5 +379,15 @@ mod tests {
         };
         let e = s.validate().unwrap_err().to_string();
         assert!(e.contains("`listen`"), "{e}");
+    }
+
+    #[test]
+    fn a_zero_acquire_timeout_is_refused() {
+        let s = Settings {
+            database_acquire_timeout_secs: 0,
+            ..Settings::default()
+        };
+        let e = s.validate().unwrap_err().to_string();
+        assert!(e.contains("`database_acquire_timeout_secs`"), "{e}");
     }
 }

@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::domain::Validations;
-use crate::store::StoreError;
+use crate::store::{StoreError, is_pool_timeout};
 
 /// Shown when something is missing or not visible to the caller (never says which).
 pub const NOT_FOUND_MESSAGE: &str = "Resource not found or you do not have access to this resource";
@@ -85,7 +85,13 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database is busy (no free connection in time); retry after `Retry-After` seconds.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
 }
+
+/// The answer when every database connection stays busy past `database_acquire_timeout_secs`.
+pub const DATABASE_BUSY_MESSAGE: &str = "The database is busy; retry shortly.";
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -119,6 +125,19 @@ impl ApiError {
         Self::Internal(Json(ErrorBody::new("An internal error occurred.")))
     }
 
+    /// A 503 for a request that found no free database connection in time (logged as a warning:
+    /// it says the pool is too small or something holds connections, not that provq is broken).
+    pub fn database_busy(cause: &dyn std::error::Error) -> Self {
+        tracing::warn!(error = %error_chain(cause), "database busy: no free connection in time");
+        Self::ServiceUnavailable(
+            Json(ErrorBody::new(DATABASE_BUSY_MESSAGE).with_detail(
+                "Every database connection of this server stayed in use for as long as a request \
+                 may wait for one.",
+            )),
+            "1".into(),
+        )
+    }
+
     /// Adds a `detail` to whatever kind of error this is.
     pub fn with_detail(self, detail: impl Into<String>) -> Self {
         let detail = detail.into();
@@ -138,6 +157,7 @@ impl ApiError {
             Self::UnsupportedMediaType(Json(b)) => Self::UnsupportedMediaType(Json(f(b))),
             Self::TooManyRequests(Json(b), h) => Self::TooManyRequests(Json(f(b)), h),
             Self::Internal(Json(b)) => Self::Internal(Json(f(b))),
+            Self::ServiceUnavailable(Json(b), h) => Self::ServiceUnavailable(Json(f(b)), h),
         }
     }
 
@@ -153,7 +173,8 @@ impl ApiError {
             | Self::PayloadTooLarge(Json(b))
             | Self::UnsupportedMediaType(Json(b))
             | Self::TooManyRequests(Json(b), _)
-            | Self::Internal(Json(b)) => b,
+            | Self::Internal(Json(b))
+            | Self::ServiceUnavailable(Json(b), _) => b,
         }
     }
 }
@@ -198,6 +219,7 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed(message) => {
                 Self::PreconditionFailed(Json(ErrorBody::new(message)))
             }
+            StoreError::Database(db) if is_pool_timeout(&db) => Self::database_busy(&db),
             StoreError::Database(db) => Self::internal(&db),
         }
     }
@@ -254,4 +276,55 @@ fn plain(status: StatusCode, body: ErrorBody) -> Response {
     let mut response = Json(body).into_response();
     response.set_status(status);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ConnAcquireErr, DbErr, RuntimeErr};
+
+    use super::*;
+
+    async fn render(e: StoreError) -> (StatusCode, Option<String>, serde_json::Value) {
+        let response = ApiError::from(e).into_response();
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get("Retry-After")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = response.into_body().into_json().await.unwrap();
+        (status, retry_after, body)
+    }
+
+    #[tokio::test]
+    async fn a_pool_timeout_is_a_503_with_retry_after_and_no_internals() {
+        for db in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            DbErr::Conn(RuntimeErr::SqlxError(Arc::new(
+                sea_orm::sqlx::Error::PoolTimedOut,
+            ))),
+        ] {
+            let (status, retry_after, body) = render(StoreError::Database(db)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            assert_eq!(body["message"], DATABASE_BUSY_MESSAGE);
+            let text = body.to_string().to_lowercase();
+            assert!(!text.contains("pool") && !text.contains("sqlx"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn other_database_errors_stay_opaque_500s() {
+        for db in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Custom("relation \"secret_table\" does not exist".into()),
+        ] {
+            let (status, retry_after, body) = render(StoreError::Database(db)).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(retry_after, None);
+            assert_eq!(body["message"], "An internal error occurred.");
+            assert!(!body.to_string().contains("secret_table"), "{body}");
+        }
+    }
 }

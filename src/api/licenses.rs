@@ -137,6 +137,9 @@ pub enum RefreshAnswer {
     Forbidden(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
+    /// The database is busy (no free connection in time); retry after `Retry-After` seconds.
+    #[oai(status = 503)]
+    ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
 }
 
 impl From<ApiError> for RefreshAnswer {
@@ -144,6 +147,7 @@ impl From<ApiError> for RefreshAnswer {
         match e {
             ApiError::Forbidden(body) => Self::Forbidden(body),
             ApiError::Internal(body) => Self::Internal(body),
+            ApiError::ServiceUnavailable(body, retry) => Self::ServiceUnavailable(body, retry),
             other => Self::Internal(Json(ErrorBody::new(other.to_string()))),
         }
     }

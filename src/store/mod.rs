@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, SqlErr};
+use sea_orm::{
+    ConnAcquireErr, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
+    SqlErr,
+};
 
 use crate::config::Settings;
 
@@ -57,6 +60,17 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
+/// Whether a database error means no pooled connection became free within
+/// `database_acquire_timeout_secs` (the pool is exhausted, or the database is not accepting
+/// connections yet): the statement that needed it did not run.
+pub fn is_pool_timeout(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e)) => matches!(**e, sea_orm::sqlx::Error::PoolTimedOut),
+        _ => false,
+    }
+}
+
 /// Handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -76,7 +90,7 @@ impl Store {
         options
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30));
+            .acquire_timeout(Duration::from_secs(settings.database_acquire_timeout_secs));
         if settings.is_postgres() {
             options
                 .max_connections(settings.database_max_connections)
