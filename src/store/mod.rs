@@ -71,6 +71,9 @@ pub fn is_pool_timeout(error: &DbErr) -> bool {
     }
 }
 
+/// How long a PostgreSQL connection may sit idle in the pool before it is pinged on checkout.
+const IDLE_BEFORE_PING: Duration = Duration::from_millis(250);
+
 /// Handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -95,7 +98,10 @@ impl Store {
             options
                 .max_connections(settings.database_max_connections)
                 .min_connections(1)
-                .test_before_acquire(true)
+                // A connection that sat idle may have been cut (a restart, a failover, a proxy);
+                // ping those before use. Pinging every checkout would add a round trip to every
+                // statement of a busy queue, and a hot connection was in use moments ago.
+                .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
                 .map_sqlx_postgres_opts(|o| o.application_name("provq"));
         } else {
             options.max_connections(1).map_sqlx_sqlite_opts(|o| {
