@@ -7,7 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::domain::Validations;
-use crate::store::{StoreError, is_pool_timeout};
+use crate::store::{StoreError, Unavailability, unavailability};
 
 /// Shown when something is missing or not visible to the caller (never says which).
 pub const NOT_FOUND_MESSAGE: &str = "Resource not found or you do not have access to this resource";
@@ -85,13 +85,15 @@ pub enum ApiError {
     TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database is busy (no free connection in time); retry after `Retry-After` seconds.
+    /// The database is busy or unreachable for now; retry after `Retry-After` seconds.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
 }
 
-/// The answer when every database connection stays busy past `database_acquire_timeout_secs`.
+/// The answer when no database connection becomes free within `database_acquire_timeout_secs`.
 pub const DATABASE_BUSY_MESSAGE: &str = "The database is busy; retry shortly.";
+/// The answer when the database went away under a request or refuses to serve it.
+pub const DATABASE_UNAVAILABLE_MESSAGE: &str = "The database is unavailable; retry shortly.";
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -125,15 +127,31 @@ impl ApiError {
         Self::Internal(Json(ErrorBody::new("An internal error occurred.")))
     }
 
-    /// A 503 for a request that found no free database connection in time (logged as a warning:
-    /// it says the pool is too small or something holds connections, not that provq is broken).
-    pub fn database_busy(cause: &dyn std::error::Error) -> Self {
-        tracing::warn!(error = %error_chain(cause), "database busy: no free connection in time");
+    /// A 503 for a request the database could not serve for the time being (logged as a
+    /// warning: it says the pool is too small, something holds connections or the database is
+    /// restarting, not that provq is broken). The cause never reaches the client.
+    pub fn database_unavailable(why: Unavailability, cause: &dyn std::error::Error) -> Self {
+        let cause = error_chain(cause);
+        let (message, detail) = match why {
+            Unavailability::Busy => {
+                tracing::warn!(error = %cause, "database busy: no connection in time");
+                (
+                    DATABASE_BUSY_MESSAGE,
+                    "No database connection of this server became available for as long as a \
+                     request may wait for one.",
+                )
+            }
+            Unavailability::Unreachable => {
+                tracing::warn!(error = %cause, "database unavailable: connection lost or refused");
+                (
+                    DATABASE_UNAVAILABLE_MESSAGE,
+                    "The connection to the database was lost, or the database is not accepting \
+                     connections right now.",
+                )
+            }
+        };
         Self::ServiceUnavailable(
-            Json(ErrorBody::new(DATABASE_BUSY_MESSAGE).with_detail(
-                "Every database connection of this server stayed in use for as long as a request \
-                 may wait for one.",
-            )),
+            Json(ErrorBody::new(message).with_detail(detail)),
             "1".into(),
         )
     }
@@ -219,8 +237,10 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed(message) => {
                 Self::PreconditionFailed(Json(ErrorBody::new(message)))
             }
-            StoreError::Database(db) if is_pool_timeout(&db) => Self::database_busy(&db),
-            StoreError::Database(db) => Self::internal(&db),
+            StoreError::Database(db) => match unavailability(&db) {
+                Some(why) => Self::database_unavailable(why, &db),
+                None => Self::internal(&db),
+            },
         }
     }
 }
@@ -315,10 +335,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn other_database_errors_stay_opaque_500s() {
+    async fn a_lost_or_refused_connection_is_a_503_with_retry_after_and_no_internals() {
         for db in [
             DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Query(RuntimeErr::SqlxError(Arc::new(sea_orm::sqlx::Error::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "secret_host:5432 closed the connection",
+                ),
+            )))),
+        ] {
+            let (status, retry_after, body) = render(StoreError::Database(db)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(retry_after.as_deref(), Some("1"));
+            assert_eq!(body["message"], DATABASE_UNAVAILABLE_MESSAGE);
+            let text = body.to_string().to_lowercase();
+            assert!(
+                !text.contains("secret_host") && !text.contains("pool") && !text.contains("sqlx"),
+                "{body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn other_database_errors_stay_opaque_500s() {
+        for db in [
             DbErr::Custom("relation \"secret_table\" does not exist".into()),
+            DbErr::Query(RuntimeErr::SqlxError(Arc::new(
+                sea_orm::sqlx::Error::Protocol("secret_table: unexpected message".into()),
+            ))),
         ] {
             let (status, retry_after, body) = render(StoreError::Database(db)).await;
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

@@ -60,15 +60,56 @@ pub(crate) fn is_unique_violation(error: &DbErr) -> bool {
     matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
-/// Whether a database error means no pooled connection became free within
-/// `database_acquire_timeout_secs` (the pool is exhausted, or the database is not accepting
-/// connections yet): the statement that needed it did not run.
-pub fn is_pool_timeout(error: &DbErr) -> bool {
+/// Why a statement could not run for reasons of the database's state rather than of the request
+/// or of provq: the same request may succeed when retried shortly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailability {
+    /// No pooled connection became free within `database_acquire_timeout_secs` (the pool is
+    /// exhausted, or the database accepted no new connection in that time): the statement that
+    /// needed it did not run.
+    Busy,
+    /// The database went away under the statement or refuses to serve: its connection was cut
+    /// (a restart, a failover, `pg_terminate_backend`, a proxy), or the server is starting up or
+    /// shutting down. The statement may or may not have taken effect.
+    Unreachable,
+}
+
+/// Whether `error` says the database is busy or unreachable (see [`Unavailability`]); `None` for
+/// every other error, which is a bug or a broken invariant rather than a passing condition.
+pub fn unavailability(error: &DbErr) -> Option<Unavailability> {
+    use sea_orm::sqlx::Error as Sqlx;
     match error {
-        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
-        DbErr::Conn(RuntimeErr::SqlxError(e)) => matches!(**e, sea_orm::sqlx::Error::PoolTimedOut),
-        _ => false,
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => Some(Unavailability::Busy),
+        // The pool was closed (the server is shutting down).
+        DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed) => {
+            Some(Unavailability::Unreachable)
+        }
+        // sea-orm's own word for a connection that was closed.
+        DbErr::Conn(RuntimeErr::Internal(message)) if message == "Disconnected" => {
+            Some(Unavailability::Unreachable)
+        }
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => match &**e {
+            Sqlx::PoolTimedOut => Some(Unavailability::Busy),
+            // The socket failed (reset, refused, EOF mid-message): the connection is gone.
+            Sqlx::PoolClosed | Sqlx::Io(_) => Some(Unavailability::Unreachable),
+            // SQLite's codes are numbers, so only PostgreSQL's SQLSTATEs can match.
+            Sqlx::Database(db) => db
+                .code()
+                .filter(|code| is_unavailable_sqlstate(code))
+                .map(|_| Unavailability::Unreachable),
+            _ => None,
+        },
+        _ => None,
     }
+}
+
+/// PostgreSQL SQLSTATEs that say the server cut or refuses the connection: class 08 (connection
+/// exception), 57P01 admin_shutdown (fast shutdown, `pg_terminate_backend`), 57P02
+/// crash_shutdown, 57P03 cannot_connect_now (starting up or shutting down).
+fn is_unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 /// How long a PostgreSQL connection may sit idle in the pool before it is pinged on checkout.
@@ -148,5 +189,121 @@ impl Store {
 
     pub async fn close(self) -> Result<(), DbErr> {
         self.db.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::sync::Arc;
+
+    use sea_orm::sqlx;
+    use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A database error with a SQLSTATE, as the PostgreSQL driver reports one.
+    #[derive(Debug)]
+    struct WithCode(&'static str);
+
+    impl std::fmt::Display for WithCode {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error with code {}", self.0)
+        }
+    }
+
+    impl std::error::Error for WithCode {}
+
+    impl DatabaseError for WithCode {
+        fn message(&self) -> &str {
+            "error"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn sqlx_err(wrap: fn(RuntimeErr) -> DbErr, e: sqlx::Error) -> DbErr {
+        wrap(RuntimeErr::SqlxError(Arc::new(e)))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(kind, "cut"))
+    }
+
+    fn code(c: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(WithCode(c)))
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_busy() {
+        for e in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
+            sqlx_err(DbErr::Conn, sqlx::Error::PoolTimedOut),
+        ] {
+            assert_eq!(unavailability(&e), Some(Unavailability::Busy), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_cut_or_refused_connection_is_unreachable() {
+        let wraps: [fn(RuntimeErr) -> DbErr; 3] = [DbErr::Conn, DbErr::Exec, DbErr::Query];
+        for wrap in wraps {
+            for e in [
+                sqlx::Error::PoolClosed,
+                io(std::io::ErrorKind::UnexpectedEof),
+                io(std::io::ErrorKind::ConnectionReset),
+                io(std::io::ErrorKind::ConnectionRefused),
+                io(std::io::ErrorKind::BrokenPipe),
+                code("08006"), // connection_failure
+                code("08003"), // connection_does_not_exist
+                code("57P01"), // admin_shutdown: pg_terminate_backend, fast shutdown
+                code("57P02"), // crash_shutdown
+                code("57P03"), // cannot_connect_now: starting up, shutting down
+            ] {
+                let e = sqlx_err(wrap, e);
+                assert_eq!(unavailability(&e), Some(Unavailability::Unreachable), "{e}");
+            }
+        }
+        for e in [
+            DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
+            DbErr::Conn(RuntimeErr::Internal("Disconnected".into())),
+        ] {
+            assert_eq!(unavailability(&e), Some(Unavailability::Unreachable), "{e}");
+        }
+    }
+
+    #[test]
+    fn other_errors_are_neither() {
+        for e in [
+            sqlx_err(DbErr::Query, code("23505")), // unique_violation
+            sqlx_err(DbErr::Query, code("40001")), // serialization_failure
+            sqlx_err(DbErr::Query, code("42P01")), // undefined_table
+            sqlx_err(DbErr::Query, code("57014")), // query_canceled (statement_timeout)
+            sqlx_err(DbErr::Exec, code("5")),      // SQLite's SQLITE_BUSY
+            sqlx_err(DbErr::Query, sqlx::Error::RowNotFound),
+            sqlx_err(
+                DbErr::Query,
+                sqlx::Error::Protocol("unexpected message".into()),
+            ),
+            sqlx_err(DbErr::Conn, sqlx::Error::WorkerCrashed),
+            DbErr::Conn(RuntimeErr::Internal("something else".into())),
+            DbErr::Custom("Disconnected".into()),
+            DbErr::RecordNotFound("job".into()),
+        ] {
+            assert_eq!(unavailability(&e), None, "{e}");
+        }
     }
 }

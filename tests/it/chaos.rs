@@ -60,8 +60,8 @@ struct Ledger {
     acquired: BTreeMap<String, Vec<(String, String)>>,
     /// job id → daemon names whose `complete` was answered 204.
     completed: BTreeMap<String, Vec<String>>,
-    /// job id → daemon names whose `complete` got no answer or a 5xx other than 503: the server
-    /// may or may not have applied it.
+    /// job id → daemon names whose `complete` got no answer, a 5xx other than 503, or a 409
+    /// after an "unavailable" 503: the server may or may not have applied it.
     unsure: BTreeMap<String, Vec<String>>,
     /// Every 5xx the daemons got: when its request was sent, and what it was.
     server_errors: Vec<(Instant, String)>,
@@ -186,8 +186,10 @@ impl Drains {
 }
 
 /// A daemon that acquires and completes jobs until the server goes away (or it is stopped),
-/// writing down what happened in `ledger`. A 503 on `complete` (database busy: nothing was
-/// changed) is retried; any other failed `complete` leaves the job to the reaper.
+/// writing down what happened in `ledger`. A 503 on `complete` is retried: after "busy" nothing
+/// was changed, after "unavailable" (the connection was cut under it) the complete may have been
+/// applied, so a 409 to its retry leaves the job unsure. Any other failed `complete` leaves the
+/// job to the reaper.
 async fn drain(
     http: reqwest::Client,
     base: String,
@@ -232,6 +234,7 @@ async fn drain(
             .entry(job.clone())
             .or_default()
             .push((name.clone(), daemon_id));
+        let mut maybe_applied = false;
         loop {
             let sent = Instant::now();
             let resp = http
@@ -251,9 +254,21 @@ async fn drain(
                     break;
                 }
                 Some(StatusCode::SERVICE_UNAVAILABLE) => {
+                    let body = match resp {
+                        Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+                        Err(_) => Value::Null,
+                    };
+                    maybe_applied |= body["message"] != "The database is busy; retry shortly.";
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Some(s) if !s.is_server_error() => break, // e.g. 409: the lease was lost
+                Some(s) if !s.is_server_error() => {
+                    // e.g. 409: the lease was lost, or an earlier attempt was applied.
+                    if maybe_applied {
+                        let mut l = ledger.lock().unwrap();
+                        l.unsure.entry(job).or_default().push(name.clone());
+                    }
+                    break;
+                }
                 _ => {
                     let mut l = ledger.lock().unwrap();
                     l.unsure.entry(job).or_default().push(name.clone());
@@ -455,6 +470,7 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
     )
     .await;
     let admin = Database::connect(admin_url.as_str()).await.unwrap();
+    let killed_at = Instant::now();
     let killed = admin
         .execute_raw(Statement::from_string(
             DbBackend::Postgres,
@@ -468,17 +484,31 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
     assert!(killed.rows_affected() > 0, "provq had connections to kill");
     admin.close().await.unwrap();
 
-    // The pool reconnects by itself; once it has, no request gets a 5xx.
+    // The pool reconnects by itself; meanwhile a request may be answered 503, never 500, and
+    // once it has, no request gets a 5xx.
+    let incident = Mutex::new(Vec::new());
     eventually(
         Duration::from_secs(30),
         "the replica answers again",
         || async {
+            let list = app
+                .http
+                .get(format!(
+                    "{}/api/v2/organizations/default/provisionerjobs?limit=1",
+                    app.base
+                ))
+                .header("Coder-Session-Token", &owner)
+                .send()
+                .await;
+            let list = timed_response(list).await;
+            incident.lock().unwrap().push(list);
             let resp = app.http.get(format!("{}/healthz", app.base)).send().await;
             resp.is_ok_and(|r| r.status() == StatusCode::OK)
         },
     )
     .await;
     let recovered = Instant::now();
+    assert_unavailable_at_worst(&incident.into_inner().unwrap());
     for _ in 0..20 {
         let (status, body) = app
             .get(
@@ -500,6 +530,13 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
     drains.check(&all);
     let late = drains.server_errors_since(recovered);
     assert!(late.is_empty(), "5xx after recovery: {late:?}");
+    let during = drains.server_errors_since(killed_at);
+    assert!(
+        during
+            .iter()
+            .all(|e| e.ends_with("503 Service Unavailable")),
+        "daemons got a 5xx other than 503: {during:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,6 +603,51 @@ async fn timed(req: reqwest::RequestBuilder, what: &'static str) -> Answer {
     let sent = Instant::now();
     let resp = req.send().await;
     let took = sent.elapsed();
+    answer(resp, what, sent, took).await
+}
+
+/// The [`Answer`] to a request already sent.
+async fn timed_response(resp: reqwest::Result<reqwest::Response>) -> Answer {
+    answer(resp, "list jobs", Instant::now(), Duration::ZERO).await
+}
+
+/// Requests sent while the database was unavailable: each answered 2xx or 503 in Coder's shape
+/// with `Retry-After: 1` and a message that names no internals; never a 500.
+fn assert_unavailable_at_worst(answers: &[Answer]) {
+    for a in answers {
+        let status = a
+            .status
+            .unwrap_or_else(|| panic!("{} got no answer", a.what));
+        if status.is_success() {
+            continue;
+        }
+        assert_eq!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{} answered {status} while the database was unavailable: {}",
+            a.what,
+            a.body
+        );
+        assert_error(status, &a.body, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            [
+                "The database is busy; retry shortly.",
+                "The database is unavailable; retry shortly."
+            ]
+            .contains(&a.body["message"].as_str().unwrap_or_default()),
+            "{}",
+            a.body
+        );
+        assert_eq!(a.retry_after.as_deref(), Some("1"), "{}", a.what);
+    }
+}
+
+async fn answer(
+    resp: reqwest::Result<reqwest::Response>,
+    what: &'static str,
+    sent: Instant,
+    took: Duration,
+) -> Answer {
     match resp {
         Ok(r) => {
             let status = r.status();
@@ -1013,7 +1095,9 @@ async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_them
     tokio::task::block_in_place(|| pg.restart());
     let restart_took = restart.elapsed();
 
-    // Both replicas answer again by themselves; from then on no request gets a 5xx.
+    // Both replicas answer again by themselves; meanwhile requests may be answered 503 (in
+    // Coder's shape, with Retry-After) but never 500, and from then on nothing gets a 5xx.
+    let incident = Mutex::new(Vec::new());
     eventually(
         Duration::from_secs(30),
         "both replicas answer again",
@@ -1028,13 +1112,17 @@ async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_them
                     .header("Coder-Session-Token", &token)
                     .send()
                     .await;
-                ok &= health.is_ok_and(|r| r.status() == StatusCode::OK)
-                    && list.is_ok_and(|r| r.status() == StatusCode::OK);
+                ok &= health.is_ok_and(|r| r.status() == StatusCode::OK);
+                let list = timed_response(list).await;
+                ok &= list.status == Some(StatusCode::OK);
+                incident.lock().unwrap().push(list);
             }
             ok
         },
     )
     .await;
+    let incident = incident.into_inner().unwrap();
+    assert_unavailable_at_worst(&incident);
     let recovered = Instant::now();
     for base in &bases {
         for _ in 0..10 {
@@ -1061,13 +1149,24 @@ async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_them
     drains.check(&all);
     let late = drains.server_errors_since(recovered);
     assert!(late.is_empty(), "5xx after recovery: {late:?}");
+    let during = drains.server_errors_since(restart);
+    assert!(
+        during
+            .iter()
+            .all(|e| e.ends_with("503 Service Unavailable")),
+        "daemons got a 5xx other than 503 during the restart: {during:?}"
+    );
     eprintln!(
         "restart took {restart_took:?}, recovered {:?} after it began; {} succeeded, {} \
-         failed (reaped), {} 5xx during the restart",
+         failed (reaped), {} 503 to daemons and {} to admin requests during the restart",
         recovered - restart,
         count(&all, "succeeded"),
         count(&all, "failed"),
-        drains.server_errors_since(restart).len()
+        during.len(),
+        incident
+            .iter()
+            .filter(|a| a.status == Some(StatusCode::SERVICE_UNAVAILABLE))
+            .count()
     );
     for (server, log) in [a, b].into_iter().zip(logs) {
         let status = server.terminate();
