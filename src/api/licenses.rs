@@ -137,7 +137,7 @@ pub enum RefreshAnswer {
     Forbidden(Json<ErrorBody>),
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database is busy (no free connection in time); retry after `Retry-After` seconds.
+    /// The database is busy or unreachable for now; retry after `Retry-After` seconds.
     #[oai(status = 503)]
     ServiceUnavailable(Json<ErrorBody>, #[oai(header = "Retry-After")] String),
 }
