@@ -11,7 +11,7 @@ use crate::config::ReaperSettings;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::jobs::{ReapPolicy, ReapedJob};
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult, unavailability};
 
 #[derive(Clone)]
 pub struct Reaper {
@@ -69,8 +69,13 @@ impl Reaper {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            if let Err(e) = self.run_once(crate::domain::now()).await {
-                tracing::error!(error = %e, "reaper pass failed; will retry");
+            match self.run_once(crate::domain::now()).await {
+                Ok(_) => {}
+                // A busy or restarting database passes; the next tick tries again.
+                Err(StoreError::Database(db)) if unavailability(&db).is_some() => {
+                    tracing::warn!(error = %db, "reaper pass skipped: the database is unavailable; will retry");
+                }
+                Err(e) => tracing::error!(error = %e, "reaper pass failed; will retry"),
             }
         }
     }
