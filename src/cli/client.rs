@@ -33,6 +33,8 @@ pub struct ApiFailure {
     pub message: String,
     pub detail: Option<String>,
     pub validations: Vec<(String, String)>,
+    /// The server's `Retry-After` (in seconds), on 429 and 503 answers.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for ApiFailure {
@@ -132,6 +134,7 @@ impl Client {
                 message: format!("unexpected response: {e}"),
                 detail: None,
                 validations: Vec::new(),
+                retry_after: None,
             })
         })
     }
@@ -170,6 +173,12 @@ impl Client {
             reason: root_cause(&e),
         })?;
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(std::time::Duration::from_secs);
         let text = response
             .text()
             .await
@@ -180,7 +189,9 @@ impl Client {
         if status.is_success() {
             return Ok((status, text));
         }
-        Err(ClientError::Api(parse_failure(status, &text)))
+        let mut failure = parse_failure(status, &text);
+        failure.retry_after = retry_after;
+        Err(ClientError::Api(failure))
     }
 }
 
@@ -209,6 +220,7 @@ fn parse_failure(status: StatusCode, text: &str) -> ApiFailure {
         message,
         detail,
         validations,
+        retry_after: None,
     }
 }
 

@@ -5,6 +5,11 @@
 //!
 //! SIGTERM or SIGINT: stop acquiring, let running jobs finish for `--shutdown-grace`, then stop
 //! them and fail them, and exit.
+//!
+//! Reports survive a server or database blip: a `complete` or `fail` that gets no answer, a 408,
+//! 429 or 5xx is retried with backoff (0.5 s doubling to 5 s, never sooner than `Retry-After`)
+//! for up to `--report-timeout` after the command exits; a log update that fails keeps its lines
+//! and is retried on a later beat. A 409 or 404 means the lease is gone: nothing more is sent.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -28,6 +33,12 @@ use crate::shutdown::{Shutdown, termination_signal};
 const BATCH_LINES: usize = 100;
 /// How often buffered lines are sent.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Lines held while the server cannot take them; past this the command's output waits (its pipe
+/// fills and its writes block) rather than lines being dropped.
+const MAX_BUFFERED_LINES: usize = 10_000;
+/// First wait before retrying a report, doubled after each failure up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Args, Debug)]
 pub struct StartArgs {
@@ -72,6 +83,12 @@ pub struct StartArgs {
     /// Seconds between heartbeats while a job prints nothing.
     #[arg(long, default_value_t = 5)]
     heartbeat: u64,
+    /// Seconds a job's final logs and its complete/fail are retried after the command exits while
+    /// the server is unreachable or answers 408, 429 or 5xx (e.g. its database is restarting).
+    /// Past that the server's reaper fails the job as hung anyway: keep it near the server's
+    /// `reaper.hung_after_secs`.
+    #[arg(long, default_value_t = 300)]
+    report_timeout: u64,
 }
 
 /// What the daemon shares between its job tasks.
@@ -80,6 +97,7 @@ struct Daemon {
     exec: String,
     cancel_grace: Duration,
     heartbeat: Duration,
+    report_timeout: Duration,
     /// Cancelled when running jobs must stop (shutdown grace elapsed).
     force_stop: Shutdown,
 }
@@ -134,6 +152,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         exec: args.exec.clone(),
         cancel_grace: Duration::from_secs(args.cancel_grace),
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
+        report_timeout: Duration::from_secs(args.report_timeout),
         force_stop: Shutdown::new(),
     });
     eprintln!("provq daemon {name}: waiting for jobs on {url}");
@@ -194,29 +213,140 @@ struct Line {
     output: String,
 }
 
+/// What a failed report means for the next attempt.
+enum Failure {
+    /// No answer, or one that says "later" (408, 429, 5xx): retry, not sooner than this.
+    Transient(Option<Duration>),
+    /// 409 or 404: the job is no longer this daemon's (reaped, canceled, finished).
+    LeaseLost,
+    /// Any other answer (400, 401, 403): retrying would not help.
+    Rejected,
+}
+
+fn classify(error: &ClientError) -> Failure {
+    match error {
+        ClientError::Unreachable { .. } => Failure::Transient(None),
+        ClientError::Api(f) if f.status == StatusCode::CONFLICT => Failure::LeaseLost,
+        ClientError::Api(f) if f.status == StatusCode::NOT_FOUND => Failure::LeaseLost,
+        ClientError::Api(f)
+            if f.status.is_server_error()
+                || f.status == StatusCode::REQUEST_TIMEOUT
+                || f.status == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Failure::Transient(f.retry_after)
+        }
+        _ => Failure::Rejected,
+    }
+}
+
+/// One line about a failed report, for the daemon's stderr.
+fn brief(error: &ClientError) -> String {
+    match error {
+        ClientError::Unreachable { reason, .. } => format!("no answer: {reason}"),
+        ClientError::Api(f) => format!("{} {}", f.status.as_u16(), f.message),
+        other => other.to_string(),
+    }
+}
+
+/// Waits between retries: 0.5 s doubling to 5 s, and never less than the server's `Retry-After`
+/// (capped at 5 s too).
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self { next: RETRY_FIRST }
+    }
+
+    fn delay(&mut self, retry_after: Option<Duration>) -> Duration {
+        let delay = self
+            .next
+            .max(retry_after.unwrap_or_default())
+            .min(RETRY_MAX);
+        self.next = (self.next * 2).min(RETRY_MAX);
+        delay
+    }
+}
+
 impl Daemon {
     async fn report(
         &self,
         id: &str,
         action: &str,
-        body: Value,
+        body: &Value,
     ) -> Result<(StatusCode, String), ClientError> {
-        let mut attempt = 0;
+        self.client
+            .raw(
+                Method::POST,
+                &format!("/provisionerd/jobs/{id}/{action}"),
+                Some(body),
+            )
+            .await
+    }
+
+    /// Sleeps for `delay` unless that would pass `deadline` or the daemon must stop now; false
+    /// when the caller should give up instead.
+    async fn wait_to_retry(&self, delay: Duration, deadline: Instant) -> bool {
+        if Instant::now() + delay > deadline {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = self.force_stop.cancelled() => false,
+        }
+    }
+
+    /// Sends `complete` or `fail`, retrying until the server takes it, refuses it for good, or
+    /// `deadline` passes.
+    async fn finish(&self, id: &str, action: &str, body: Value, deadline: Instant) {
+        let mut backoff = Backoff::new();
+        // Whether an earlier attempt may have been applied although its answer was lost.
+        let mut maybe_applied = false;
         loop {
-            match self
-                .client
-                .raw(
-                    Method::POST,
-                    &format!("/provisionerd/jobs/{id}/{action}"),
-                    Some(&body),
-                )
-                .await
-            {
-                Err(ClientError::Unreachable { .. }) if attempt < 30 => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let error = match self.report(id, action, &body).await {
+                Ok(_) => {
+                    eprintln!("provq daemon: job {id} reported ({action})");
+                    return;
                 }
-                other => return other,
+                Err(e) => e,
+            };
+            match classify(&error) {
+                Failure::LeaseLost if maybe_applied => {
+                    eprintln!(
+                        "provq daemon: {action} of job {id}: {}; an earlier attempt may have been \
+                         applied, or the job was reaped",
+                        brief(&error)
+                    );
+                    return;
+                }
+                Failure::LeaseLost => {
+                    eprintln!(
+                        "provq daemon: job {id} is no longer ours ({}): not reported",
+                        brief(&error)
+                    );
+                    return;
+                }
+                Failure::Rejected => {
+                    eprintln!("provq daemon: could not report job {id}: {error}");
+                    return;
+                }
+                Failure::Transient(retry_after) => {
+                    maybe_applied = true;
+                    let delay = backoff.delay(retry_after);
+                    if !self.wait_to_retry(delay, deadline).await {
+                        eprintln!(
+                            "provq daemon: giving up on the {action} of job {id} ({}); the \
+                             server's reaper will fail it as hung",
+                            brief(&error)
+                        );
+                        return;
+                    }
+                    eprintln!(
+                        "provq daemon: {action} of job {id} failed ({}); retried after {delay:?}",
+                        brief(&error)
+                    );
+                }
             }
         }
     }
@@ -225,26 +355,24 @@ impl Daemon {
         let id = job["job_id"].as_str().unwrap_or_default().to_string();
         let lease = job["lease_token"].as_str().unwrap_or_default().to_string();
         eprintln!("provq daemon: running job {id}");
-        let outcome = self.execute(&id, &lease, &job).await;
-        let result = match outcome {
-            Outcome::Exited(None) => {
-                self.report(&id, "complete", json!({"lease_token": lease}))
+        match self.execute(&id, &lease, &job).await {
+            Outcome::Exited {
+                error: None,
+                deadline,
+            } => {
+                self.finish(&id, "complete", json!({"lease_token": lease}), deadline)
                     .await
             }
-            Outcome::Exited(Some(error)) => {
-                self.report(&id, "fail", json!({"lease_token": lease, "error": error}))
-                    .await
+            Outcome::Exited {
+                error: Some(error),
+                deadline,
+            } => {
+                let body = json!({"lease_token": lease, "error": error});
+                self.finish(&id, "fail", body, deadline).await
             }
             Outcome::LeaseLost => {
-                eprintln!(
-                    "provq daemon: job {id} is no longer ours (reaped or finished elsewhere)"
-                );
-                return;
+                eprintln!("provq daemon: job {id} is no longer ours (reaped or finished elsewhere)")
             }
-        };
-        match result {
-            Ok(_) => eprintln!("provq daemon: job {id} reported"),
-            Err(e) => eprintln!("provq daemon: could not report job {id}: {e}"),
         }
     }
 
@@ -278,7 +406,12 @@ impl Daemon {
             .env("PROVQ_JOB_TAGS", job["tags"].to_string());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => return Outcome::Exited(Some(format!("cannot start the command: {e}"))),
+            Err(e) => {
+                return Outcome::Exited {
+                    error: Some(format!("cannot start the command: {e}")),
+                    deadline: Instant::now() + self.report_timeout,
+                };
+            }
         };
         let pid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
         if let Some(mut stdin) = child.stdin.take() {
@@ -301,12 +434,16 @@ impl Daemon {
         let mut last_report = Instant::now();
         let mut kill_at: Option<Instant> = None;
         let mut ticker = tokio::time::interval(FLUSH_EVERY);
+        // After a failed update, no other is sent before this (the lines stay buffered).
+        let mut retry_at: Option<Instant> = None;
+        let mut backoff = Backoff::new();
         let status = loop {
+            let waiting = retry_at.is_some_and(|at| Instant::now() < at);
             tokio::select! {
                 status = child.wait() => break status,
-                Some(line) = rx.recv() => {
+                Some(line) = rx.recv(), if buffer.len() < MAX_BUFFERED_LINES => {
                     buffer.push(line);
-                    if buffer.len() < BATCH_LINES {
+                    if buffer.len() < BATCH_LINES || waiting {
                         continue;
                     }
                 }
@@ -314,7 +451,7 @@ impl Daemon {
                     if let Some(at) = kill_at && Instant::now() >= at {
                         signal(pid, nix::sys::signal::Signal::SIGKILL);
                     }
-                    if buffer.is_empty() && last_report.elapsed() < self.heartbeat {
+                    if waiting || (buffer.is_empty() && last_report.elapsed() < self.heartbeat) {
                         continue;
                     }
                 }
@@ -327,6 +464,8 @@ impl Daemon {
             match self.flush(id, lease, &mut buffer).await {
                 Flush::Ok { canceled } => {
                     last_report = Instant::now();
+                    retry_at = None;
+                    backoff = Backoff::new();
                     if canceled && kill_at.is_none() {
                         eprintln!("provq daemon: job {id} canceled; sending SIGINT");
                         signal(pid, nix::sys::signal::Signal::SIGINT);
@@ -338,24 +477,43 @@ impl Daemon {
                     let _ = child.wait().await;
                     return Outcome::LeaseLost;
                 }
-                Flush::Retry => {}
+                Flush::Retry { retry_after } => {
+                    retry_at = Some(Instant::now() + backoff.delay(retry_after));
+                }
             }
         };
-        while readers.join_next().await.is_some() {}
-        while let Ok(line) = rx.try_recv() {
+        // The command exited: take what its readers still have (they end at EOF).
+        while let Some(line) = rx.recv().await {
             buffer.push(line);
         }
+        while readers.join_next().await.is_some() {}
+        let deadline = Instant::now() + self.report_timeout;
+        let mut backoff = Backoff::new();
         while !buffer.is_empty() {
-            if let Flush::LeaseLost = self.flush(id, lease, &mut buffer).await {
-                return Outcome::LeaseLost;
+            match self.flush(id, lease, &mut buffer).await {
+                Flush::LeaseLost => return Outcome::LeaseLost,
+                Flush::Ok { .. } => {}
+                Flush::Retry { retry_after } => {
+                    if !self
+                        .wait_to_retry(backoff.delay(retry_after), deadline)
+                        .await
+                    {
+                        eprintln!(
+                            "provq daemon: job {id}: {} log lines could not be sent",
+                            buffer.len()
+                        );
+                        break;
+                    }
+                }
             }
         }
         let last = last_line.lock().await.clone();
-        Outcome::Exited(match status {
+        let error = match status {
             Ok(s) if s.success() => None,
             Ok(s) => Some(describe_exit(s, &last)),
             Err(e) => Some(format!("waiting for the command failed: {e}")),
-        })
+        };
+        Outcome::Exited { error, deadline }
     }
 
     /// Sends buffered lines (at most a batch) as a heartbeat.
@@ -365,10 +523,8 @@ impl Daemon {
             .iter()
             .map(|l| json!({"level": l.level, "stage": "Executing", "output": l.output, "source": "provisioner"}))
             .collect();
-        match self
-            .report(id, "update", json!({"lease_token": lease, "logs": logs}))
-            .await
-        {
+        let body = json!({"lease_token": lease, "logs": logs});
+        match self.report(id, "update", &body).await {
             Ok((_, body)) => {
                 buffer.drain(..take);
                 let body: Value = serde_json::from_str(&body).unwrap_or_default();
@@ -376,30 +532,49 @@ impl Daemon {
                     canceled: body["canceled"].as_bool().unwrap_or(false),
                 }
             }
-            Err(ClientError::Api(f))
-                if f.status == StatusCode::CONFLICT || f.status == StatusCode::NOT_FOUND =>
-            {
-                Flush::LeaseLost
-            }
-            Err(e) => {
-                eprintln!("provq daemon: update of job {id} failed: {e}");
-                buffer.drain(..take);
-                Flush::Retry
-            }
+            Err(e) => match classify(&e) {
+                Failure::LeaseLost => Flush::LeaseLost,
+                Failure::Transient(retry_after) => {
+                    eprintln!(
+                        "provq daemon: update of job {id} failed ({}); {} lines kept for the \
+                         next beat",
+                        brief(&e),
+                        buffer.len()
+                    );
+                    Flush::Retry { retry_after }
+                }
+                Failure::Rejected => {
+                    // The server will not take these lines; keep the rest flowing.
+                    eprintln!(
+                        "provq daemon: update of job {id} refused, {take} lines dropped: {e}"
+                    );
+                    buffer.drain(..take);
+                    Flush::Retry { retry_after: None }
+                }
+            },
         }
     }
 }
 
 enum Outcome {
-    /// The command ended: `None` on success, else the failure text.
-    Exited(Option<String>),
+    /// The command ended: `error` is `None` on success, else the failure text; its report may be
+    /// retried until `deadline`.
+    Exited {
+        error: Option<String>,
+        deadline: Instant,
+    },
     LeaseLost,
 }
 
 enum Flush {
-    Ok { canceled: bool },
+    Ok {
+        canceled: bool,
+    },
     LeaseLost,
-    Retry,
+    /// Not sent (lines kept) or refused (lines dropped): try again later.
+    Retry {
+        retry_after: Option<Duration>,
+    },
 }
 
 fn signal(pid: Option<nix::unistd::Pid>, sig: nix::sys::signal::Signal) {
@@ -444,5 +619,59 @@ async fn read_lines(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::client::ApiFailure;
+
+    fn api(status: u16, retry_after: Option<u64>) -> ClientError {
+        ClientError::Api(ApiFailure {
+            status: StatusCode::from_u16(status).unwrap(),
+            message: "m".into(),
+            detail: None,
+            validations: Vec::new(),
+            retry_after: retry_after.map(Duration::from_secs),
+        })
+    }
+
+    #[test]
+    fn later_answers_are_retried_and_lease_answers_stop() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(matches!(
+                classify(&api(status, None)),
+                Failure::Transient(_)
+            ));
+        }
+        let unreachable = ClientError::Unreachable {
+            url: "u".into(),
+            reason: "r".into(),
+        };
+        assert!(matches!(classify(&unreachable), Failure::Transient(None)));
+        assert!(matches!(
+            classify(&api(503, Some(3))),
+            Failure::Transient(Some(d)) if d == Duration::from_secs(3)
+        ));
+        for status in [404, 409] {
+            assert!(matches!(classify(&api(status, None)), Failure::LeaseLost));
+        }
+        for status in [400, 401, 403] {
+            assert!(matches!(classify(&api(status, None)), Failure::Rejected));
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_cap_and_honours_retry_after() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..6).map(|_| b.delay(None).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 5000, 5000]);
+        let mut b = Backoff::new();
+        assert_eq!(
+            b.delay(Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(b.delay(Some(Duration::from_secs(60))), RETRY_MAX);
     }
 }

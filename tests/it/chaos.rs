@@ -1204,3 +1204,127 @@ fn the_drain_ledger_catches_a_double_completion_and_a_wrong_worker() {
         assert!(message.contains(expected), "{message}");
     }
 }
+
+/// `provq provisioner start` finishing a job while the database cannot serve it (a pool of 3
+/// exhausted behind a lock on the jobs table, so its log updates and its `complete` are answered
+/// 503 for a few seconds): it keeps the lines and retries, and the job ends `succeeded` with
+/// every line, instead of being reaped as hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_daemon_retries_its_reports_through_a_database_outage() {
+    const LOCK_HELD: Duration = Duration::from_secs(6);
+    const LINES: usize = 50;
+    let (app, owner) = spawn_queue_with(Backend::Postgres, |s| {
+        s.rate_limit.api_per_minute = 0;
+        s.database_max_connections = 3;
+        s.database_acquire_timeout_secs = 1;
+        s.reaper.interval_secs = 1;
+        // Well past the outage, but reached long before the test gives up waiting: a daemon that
+        // drops its complete has its job reaped.
+        s.reaper.hung_after_secs = 20;
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let go = home.path().join("go");
+    let script = home.path().join("job.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho before the outage\nwhile [ ! -e {go} ]; do sleep 0.1; done\n\
+             i=1; while [ $i -le {LINES} ]; do echo during the outage $i; i=$((i+1)); done\n",
+            go = go.display()
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&script)
+        .status()
+        .unwrap();
+    let job = app
+        .enqueue(&owner, json!({"type": "workspace_build"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stderr = std::fs::File::create(home.path().join("daemon.log")).unwrap();
+    let _daemon = Daemon(
+        provq(home.path())
+            .args(["provisioner", "start", "--url", &app.base, "--psk", PSK])
+            .args(["--name", "steady", "--heartbeat", "1", "--exec"])
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the daemon"),
+    );
+    let logs_path = format!("/organizations/default/provisionerjobs/{job}/logs");
+    eventually(Duration::from_secs(20), "the job runs and logs", || async {
+        let (_, logs) = app.get(&logs_path, Some(&owner)).await;
+        logs.as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+
+    // The outage: the jobs table locked, and admin requests holding every pooled connection
+    // while they wait for it, so anything else is answered 503 after the acquire timeout.
+    let locker = Database::connect(app.database_url.as_str()).await.unwrap();
+    let txn = locker.begin().await.unwrap();
+    txn.execute_unprepared("LOCK TABLE provisioner_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let until = Instant::now() + LOCK_HELD;
+    let holders: Vec<_> = (0..4)
+        .map(|_| {
+            let (http, base, token) = (app.http.clone(), app.base.clone(), owner.clone());
+            tokio::spawn(async move {
+                let mut busy = 0;
+                while Instant::now() < until {
+                    let resp = http
+                        .get(format!(
+                            "{base}/api/v2/organizations/default/provisionerjobs?limit=1"
+                        ))
+                        .header("Coder-Session-Token", &token)
+                        .send()
+                        .await
+                        .unwrap();
+                    busy += usize::from(resp.status() == StatusCode::SERVICE_UNAVAILABLE);
+                }
+                busy
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(&go, "").unwrap(); // the command prints its lines and exits 0 now
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    txn.rollback().await.unwrap();
+    locker.close().await.unwrap();
+    let mut busy = 0;
+    for h in holders {
+        busy += h.await.unwrap();
+    }
+    assert!(busy > 0, "the pool was never exhausted");
+
+    eventually(Duration::from_secs(40), "the job ends", || async {
+        let status = app.status_of(&owner, &job).await;
+        status == "succeeded" || status == "failed"
+    })
+    .await;
+    let end = app.status_of(&owner, &job).await;
+    let daemon_log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap();
+    let ended = app.job(&owner, &job).await;
+    assert_eq!(end, "succeeded", "{ended}\ndaemon:\n{daemon_log}");
+    assert!(
+        daemon_log.contains("503"),
+        "the daemon met the outage: {daemon_log}"
+    );
+    let (status, logs) = app.get(&logs_path, Some(&owner)).await;
+    assert_eq!(status, StatusCode::OK);
+    let outputs: Vec<&str> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["output"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["before the outage".to_string()];
+    expected.extend((1..=LINES).map(|i| format!("during the outage {i}")));
+    assert_eq!(outputs, expected, "every line, once, in order");
+}
