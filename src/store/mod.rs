@@ -123,6 +123,8 @@ pub struct Store {
     seen: std::sync::Arc<daemons::SeenDaemons>,
     /// The default organization's id, which never changes once seeded.
     default_org: std::sync::Arc<std::sync::OnceLock<uuid::Uuid>>,
+    /// Concurrent claims waiting to share a statement.
+    claims: std::sync::Arc<jobs::ClaimBatcher>,
 }
 
 impl Store {
@@ -154,10 +156,12 @@ impl Store {
         }
         let db = Database::connect(options).await?;
         let stale_after = Duration::from_secs(settings.provisioner.stale_after_secs);
+        let claims = jobs::ClaimBatcher::new(db.get_database_backend());
         Ok(Self {
             db,
             seen: std::sync::Arc::new(daemons::SeenDaemons::new(stale_after)),
             default_org: Default::default(),
+            claims: std::sync::Arc::new(claims),
         })
     }
 
@@ -166,6 +170,7 @@ impl Store {
             db,
             seen: Default::default(),
             default_org: Default::default(),
+            claims: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Handing jobs to daemons: tag matching, exactly-once under concurrency, wake-ups across
 //! replicas, cancel races, daemon credentials and the daemon registry.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,45 @@ backend_tests! {
         let unique: HashSet<String> = seen.iter().cloned().collect();
         assert_eq!(seen.len(), total, "a job was acquired twice");
         assert_eq!(unique, enqueued, "a job was lost");
+    }
+
+    async fn simultaneous_acquires_share_claims_yet_each_daemon_gets_its_own_job(backend: Backend) {
+        // 30 daemons of two kinds ask at once for 23 jobs: claims are batched per kind, and each
+        // job must reach exactly one daemon of the right kind, under that daemon's name and lease.
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let mut kind_of = HashMap::new();
+        for i in 0..23 {
+            let tags = if i < 8 { json!({"env": "a"}) } else { json!({}) };
+            let job = app.enqueue(&owner, json!({"type": "workspace_build", "tags": tags})).await;
+            kind_of.insert(job["id"].as_str().unwrap().to_string(), i < 8);
+        }
+        // 30: under the per-credential long-poll cap (32).
+        let acquires: Vec<_> = (0..30)
+            .map(|d| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let tags = if d % 2 == 0 { json!({"env": "a"}) } else { json!({}) };
+                    let name = format!("batch-{d}");
+                    (name.clone(), d % 2 == 0, app.acquire(&name, tags, 0).await)
+                })
+            })
+            .collect();
+        let mut got = HashMap::new();
+        for a in acquires {
+            let (name, tagged, claim) = a.await.unwrap();
+            let Some((id, lease)) = claim else { continue };
+            assert!(!kind_of[&id] || tagged, "tagged job {id} went to untagged daemon {name}");
+            assert!(got.insert(id.clone(), (name, lease)).is_none(), "job {id} handed out twice");
+        }
+        // 15 untagged daemons for the 15 untagged jobs; 15 tagged daemons for the 8 tagged jobs
+        // (an `env: a` daemon may not run untagged jobs).
+        assert_eq!(got.len(), 23, "every job handed out: {got:?}");
+        for (id, (name, lease)) in &got {
+            assert_eq!(app.job(&owner, id).await["worker_name"], json!(name), "job {id}");
+            let (status, body) = app.worker(&format!("/jobs/{id}/complete"), json!({"lease_token": lease})).await;
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
     }
 
     async fn a_cancel_racing_an_acquire_never_leaves_a_job_both_running_and_finished(backend: Backend) {
@@ -398,5 +437,69 @@ async fn replicas_share_one_queue_and_wake_each_other() {
     assert!(
         slow < total / 4,
         "{slow} of {total} acquires were not woken by NOTIFY"
+    );
+}
+
+/// SQLite batches claims in a task of its own; a caller that goes away while its batch runs
+/// must not leave a job started that no daemon received: it goes back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
+    use provq::domain::job::Provisioner;
+    use provq::domain::tags::Tags;
+    use provq::store::daemons::DaemonRegistration;
+    use provq::store::jobs::Runnable;
+
+    let (app, owner) = spawn_queue(Backend::Sqlite).await;
+    for _ in 0..40 {
+        app.enqueue(&owner, json!({"type": "workspace_build"}))
+            .await;
+    }
+    let store = app.state.store.clone();
+    let organization_id = store.default_organization_id().await.unwrap();
+    let daemon = store
+        .register_daemon(DaemonRegistration {
+            organization_id,
+            name: "impatient".into(),
+            key_id: None,
+            tags: Tags::untagged(),
+            provisioners: vec![Provisioner::Terraform],
+            version: String::new(),
+        })
+        .await
+        .unwrap();
+    let runnable = Runnable {
+        organization_id,
+        provisioners: vec![Provisioner::Terraform],
+        tags: Tags::untagged(),
+    };
+    let mut delivered = HashSet::new();
+    for i in 0..120u64 {
+        let (store, runnable) = (store.clone(), runnable.clone());
+        let claim = tokio::spawn(async move { store.claim_job(daemon.id, &runnable).await });
+        // Give up after 0–1.5 ms: before, during or after the batch's statement.
+        tokio::time::sleep(Duration::from_micros((i % 4) * 500)).await;
+        claim.abort();
+        if let Ok(Ok(Some(c))) = claim.await {
+            delivered.insert(c.job.id.to_string());
+        }
+    }
+    // Releases run right after their batch; let the last ones land.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, running) = app
+        .get(
+            "/organizations/default/provisionerjobs?status=running&limit=100",
+            Some(&owner),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let running: HashSet<String> = running
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        running, delivered,
+        "running jobs are exactly the delivered claims"
     );
 }

@@ -4,17 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, SimpleExpr};
+use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
+mod claims;
 mod metrics;
 mod queue;
 mod reap;
+
+pub(crate) use claims::ClaimBatcher;
 
 pub use queue::PendingGroup;
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
@@ -23,7 +26,7 @@ use super::daemons::touch_worker;
 use super::logs::{NewLog, cap_logs, insert_logs};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::job::{ErrorCode, JobStatus, JobType, Provisioner};
-use crate::domain::secrets::{hash_secret, random_secret};
+use crate::domain::secrets::hash_secret;
 use crate::domain::tags::Tags;
 use crate::domain::{PREBUILDS_USER_ID, now};
 use crate::entity::provisioner_job::{self as job, Column};
@@ -233,41 +236,6 @@ impl Store {
             .limit(limit)
             .all(self.connection())
             .await?)
-    }
-
-    /// Claims the next job a daemon may run, in one statement: human jobs before prebuild jobs,
-    /// then oldest first. PostgreSQL skips rows other claims hold (`FOR UPDATE SKIP LOCKED`);
-    /// SQLite runs the statement alone. No job is ever handed out twice.
-    pub async fn claim_job(
-        &self,
-        daemon_id: Uuid,
-        runnable: &Runnable,
-    ) -> StoreResult<Option<Claim>> {
-        let at = now();
-        let lease_token = random_secret(32);
-        let provisioners: Vec<&str> = runnable.provisioners.iter().map(|p| p.as_str()).collect();
-        let next = job::Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .filter(Column::OrganizationId.eq(runnable.organization_id))
-            .filter(pending())
-            .filter(Column::Provisioner.is_in(provisioners))
-            .filter(runnable_by(self.backend(), &runnable.tags))
-            .order_by_asc(Column::IsPrebuild)
-            .order_by_asc(Column::CreatedAt)
-            .order_by_asc(Column::Id)
-            .limit(1)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .into_query();
-        let mut claimed = job::Entity::update_many()
-            .col_expr(Column::StartedAt, Expr::value(at))
-            .col_expr(Column::UpdatedAt, Expr::value(at))
-            .col_expr(Column::WorkerId, Expr::value(daemon_id))
-            .col_expr(Column::LeaseToken, Expr::value(hash_secret(&lease_token)))
-            .filter(Column::Id.in_subquery(next))
-            .exec_with_returning(self.connection())
-            .await?;
-        Ok(claimed.pop().map(|job| Claim { job, lease_token }))
     }
 
     /// Why a lease-guarded write matched nothing: the job is missing (or belongs to another
