@@ -422,9 +422,13 @@ crate::backend_tests! {
             app.status_of(&owner, &victim_job).await == "running"
         })
         .await;
+        // "running" comes with the acquire; the command starts a moment later.
+        eventually(Duration::from_secs(20), "the job's command named its process group", || async {
+            job_group.pgid().is_some()
+        })
+        .await;
         victim.0.kill().unwrap(); // SIGKILL: no goodbye, no fail call
         victim.0.wait().unwrap();
-        assert!(job_group.pgid().is_some(), "the job's command named its process group");
         drop(job_group); // its orphaned `sleep 20` goes too, instead of outliving the test
         eventually(Duration::from_secs(20), "the job reaped", || async {
             app.status_of(&owner, &victim_job).await == "failed"
