@@ -36,6 +36,33 @@ fn serve(home: &std::path::Path, url: &str) -> Command {
     cmd
 }
 
+/// Enqueues `n` jobs through the admin API of `bases`, taking turns.
+async fn enqueue_jobs(http: &reqwest::Client, bases: &[&str], token: &str, n: usize) {
+    for i in 0..n {
+        let resp = http
+            .post(format!(
+                "{}/api/v2/organizations/default/provisionerjobs",
+                bases[i % bases.len()]
+            ))
+            .header("Coder-Session-Token", token)
+            .json(&json!({"type": "workspace_build"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+    }
+}
+
+/// Waits until a third of the jobs succeeded: the drain is well under way.
+async fn until_a_third_done(http: &reqwest::Client, base: &str, token: &str) {
+    eventually(
+        Duration::from_secs(60),
+        "a third of the jobs done",
+        || async { count(&jobs(http, base, token).await, "succeeded") >= JOBS / 3 },
+    )
+    .await;
+}
+
 async fn jobs(http: &reqwest::Client, base: &str, token: &str) -> Vec<Value> {
     let resp = http
         .get(format!(
@@ -124,6 +151,21 @@ impl Drains {
             .values()
             .map(Vec::len)
             .sum()
+    }
+
+    /// After an incident that began at `began` and was over by `recovered`: the ledger agrees
+    /// with `all`, no daemon got a 5xx after recovery, and during the incident only 503s.
+    fn check_incident(&self, all: &[Value], began: Instant, recovered: Instant) {
+        self.check(all);
+        let late = self.server_errors_since(recovered);
+        assert!(late.is_empty(), "5xx after recovery: {late:?}");
+        let during = self.server_errors_since(began);
+        assert!(
+            during
+                .iter()
+                .all(|e| e.ends_with("503 Service Unavailable")),
+            "daemons got a 5xx other than 503 during the incident: {during:?}"
+        );
     }
 
     /// Checks the ledger against `all` (every job, as the server lists them).
@@ -291,28 +333,12 @@ async fn sqlite_survives_a_kill_9_mid_drain() {
     let base = server.url.clone();
     owner_token_at(&base).await;
     let token = login_at(&base).await;
-    for _ in 0..JOBS {
-        let resp = http
-            .post(format!(
-                "{base}/api/v2/organizations/default/provisionerjobs"
-            ))
-            .header("Coder-Session-Token", &token)
-            .json(&json!({"type": "workspace_build"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
+    enqueue_jobs(&http, &[&base], &token, JOBS).await;
     let drains = Drains::default();
     for i in 0..4 {
         drains.spawn(&http, &base, &format!("d{i}"));
     }
-    eventually(
-        Duration::from_secs(60),
-        "a third of the jobs done",
-        || async { count(&jobs(&http, &base, &token).await, "succeeded") >= JOBS / 3 },
-    )
-    .await;
+    until_a_third_done(&http, &base, &token).await;
     server.child.kill().unwrap(); // SIGKILL, mid-drain
     server.child.wait().unwrap();
     drains.stop().await; // they stop by themselves: their server is gone
@@ -467,12 +493,7 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
     for i in 0..4 {
         drains.spawn(&app.http, &app.base, &format!("d{i}"));
     }
-    eventually(
-        Duration::from_secs(60),
-        "a third of the jobs done",
-        || async { count(&jobs(&app.http, &app.base, &owner).await, "succeeded") >= JOBS / 3 },
-    )
-    .await;
+    until_a_third_done(&app.http, &app.base, &owner).await;
     let admin = Database::connect(admin_url.as_str()).await.unwrap();
     let killed_at = Instant::now();
     let killed = admin
@@ -531,16 +552,7 @@ async fn postgres_backends_terminated_mid_drain_are_replaced_without_a_restart()
     let all = jobs(&app.http, &app.base, &owner).await;
     assert_eq!(all.len(), JOBS, "no job vanished");
     assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
-    drains.check(&all);
-    let late = drains.server_errors_since(recovered);
-    assert!(late.is_empty(), "5xx after recovery: {late:?}");
-    let during = drains.server_errors_since(killed_at);
-    assert!(
-        during
-            .iter()
-            .all(|e| e.ends_with("503 Service Unavailable")),
-        "daemons got a 5xx other than 503: {during:?}"
-    );
+    drains.check_incident(&all, killed_at, recovered);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,26 +564,12 @@ async fn one_of_two_postgres_replicas_killed_mid_drain_loses_nothing() {
     let survivor = ServeProcess::start(serve(home.path(), &url));
     let (a, b) = (victim.url.clone(), survivor.url.clone());
     let token = owner_token_at(&b).await;
-    for _ in 0..JOBS {
-        let resp = http
-            .post(format!("{b}/api/v2/organizations/default/provisionerjobs"))
-            .header("Coder-Session-Token", &token)
-            .json(&json!({"type": "workspace_build"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
+    enqueue_jobs(&http, &[&b], &token, JOBS).await;
     let drains = Drains::default();
     for i in 0..4 {
         drains.spawn(&http, if i % 2 == 0 { &a } else { &b }, &format!("d{i}"));
     }
-    eventually(
-        Duration::from_secs(60),
-        "a third of the jobs done",
-        || async { count(&jobs(&http, &b, &token).await, "succeeded") >= JOBS / 3 },
-    )
-    .await;
+    until_a_third_done(&http, &b, &token).await;
     victim.child.kill().unwrap(); // SIGKILL one replica mid-drain
     victim.child.wait().unwrap();
     // Its daemons move to a restarted replica; the survivor never stopped serving.
@@ -1072,29 +1070,12 @@ async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_them
     let logs = [keep_stderr(&mut a), keep_stderr(&mut b)];
     let bases = [a.url.clone(), b.url.clone()];
     let token = owner_token_at(&bases[0]).await;
-    for i in 0..JOBS {
-        let resp = http
-            .post(format!(
-                "{}/api/v2/organizations/default/provisionerjobs",
-                bases[i % 2]
-            ))
-            .header("Coder-Session-Token", &token)
-            .json(&json!({"type": "workspace_build"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-    }
+    enqueue_jobs(&http, &[&bases[0], &bases[1]], &token, JOBS).await;
     let drains = Drains::default();
     for i in 0..4 {
         drains.spawn(&http, &bases[i % 2], &format!("d{i}"));
     }
-    eventually(
-        Duration::from_secs(60),
-        "a third of the jobs done",
-        || async { count(&jobs(&http, &bases[0], &token).await, "succeeded") >= JOBS / 3 },
-    )
-    .await;
+    until_a_third_done(&http, &bases[0], &token).await;
     let restart = Instant::now();
     tokio::task::block_in_place(|| pg.restart());
     let restart_took = restart.elapsed();
@@ -1150,16 +1131,8 @@ async fn postgres_restarted_mid_drain_loses_nothing_and_replicas_recover_by_them
     let all = jobs(&http, &bases[0], &token).await;
     assert_eq!(all.len(), JOBS, "no job vanished");
     assert_eq!(count(&all, "succeeded") + count(&all, "failed"), JOBS);
-    drains.check(&all);
-    let late = drains.server_errors_since(recovered);
-    assert!(late.is_empty(), "5xx after recovery: {late:?}");
+    drains.check_incident(&all, restart, recovered);
     let during = drains.server_errors_since(restart);
-    assert!(
-        during
-            .iter()
-            .all(|e| e.ends_with("503 Service Unavailable")),
-        "daemons got a 5xx other than 503 during the restart: {during:?}"
-    );
     eprintln!(
         "restart took {restart_took:?}, recovered {:?} after it began; {} succeeded, {} \
          failed (reaped), {} 503 to daemons and {} to admin requests during the restart",
