@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use comfy_table::Table;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::license_signing::{self, KeygenArgs, SignArgs};
-use super::organizations::{Output, str_of};
+use super::organizations::str_of;
+use super::output::{Format, cell, columns, json as to_json, print_list, table};
 
 #[derive(Subcommand, Debug)]
 pub enum LicensesCommand {
@@ -27,7 +27,7 @@ pub enum LicensesCommand {
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short, long, value_enum, default_value_t)]
-        output: Output,
+        output: Format,
     },
     /// Delete a license by id.
     #[command(visible_alias = "rm")]
@@ -42,7 +42,7 @@ pub enum LicensesCommand {
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short, long, value_enum, default_value_t)]
-        output: Output,
+        output: Format,
     },
     /// Generate an Ed25519 key pair for signing licenses.
     #[command(after_help = "Example:\n  provq licenses keygen --out license-key.pem")]
@@ -70,7 +70,7 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
     match cmd {
         LicensesCommand::Add(args) => add(args).await?,
         LicensesCommand::List { client, output } => {
-            let licenses: Vec<Value> = Client::from_args(&client)?.get("/licenses").await?;
+            let licenses: Value = Client::from_args(&client)?.get("/licenses").await?;
             print_licenses(&licenses, output)?;
         }
         LicensesCommand::Delete { client, id } => {
@@ -138,47 +138,37 @@ fn date(value: &Value) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn print_licenses(licenses: &[Value], output: Output) -> anyhow::Result<()> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(licenses)?);
-        return Ok(());
-    }
-    if licenses.is_empty() {
-        println!("No licenses found");
-        return Ok(());
-    }
-    let mut table = Table::new();
-    table.set_header(["ID", "UUID", "UPLOADED AT", "CLAIMS"]);
-    for l in licenses {
-        table.add_row([
-            l["id"].to_string(),
-            str_of(l, "uuid").to_string(),
-            str_of(l, "uploaded_at").to_string(),
-            describe_claims(&l["claims"]),
-        ]);
-    }
-    println!("{table}");
+fn print_licenses(licenses: &Value, output: Format) -> anyhow::Result<()> {
+    print_list(
+        output,
+        licenses,
+        "No licenses found",
+        &columns(&["id", "uuid", "uploaded_at", "claims"]),
+        |l, c| match c {
+            "claims" => describe_claims(&l["claims"]),
+            other => cell(&l[other]),
+        },
+    );
     Ok(())
 }
 
-fn print_entitlements(e: &Value, output: Output) -> anyhow::Result<()> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(e)?);
+fn print_entitlements(e: &Value, output: Format) -> anyhow::Result<()> {
+    if output == Format::Json {
+        println!("{}", to_json(e));
         return Ok(());
     }
-    let mut table = Table::new();
-    table.set_header(["FEATURE", "ENTITLEMENT", "ENABLED", "LIMIT", "ACTUAL"]);
-    for (name, f) in e["features"].as_object().into_iter().flatten() {
-        let number = |v: &Value| v.as_i64().map(|n| n.to_string()).unwrap_or_default();
-        table.add_row([
-            name.clone(),
-            str_of(f, "entitlement").to_string(),
-            f["enabled"].to_string(),
-            number(&f["limit"]),
-            number(&f["actual"]),
-        ]);
-    }
-    println!("{table}");
+    let features: Vec<Value> = e["features"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, f)| {
+            let mut row = f.clone();
+            row["feature"] = Value::String(name.clone());
+            row
+        })
+        .collect();
+    let names = columns(&["feature", "entitlement", "enabled", "limit", "actual"]);
+    println!("{}", table(&names, &features, |f, c| cell(&f[c])));
     let yes_no = |v: &Value| {
         if v.as_bool() == Some(true) {
             "yes"

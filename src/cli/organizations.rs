@@ -2,21 +2,13 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use clap::{Args, Subcommand, ValueEnum};
-use comfy_table::Table;
+use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value};
 
 use super::ClientArgs;
 use super::client::{Client, ClientError};
-
-/// How list-like commands print.
-#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Output {
-    #[default]
-    Table,
-    Json,
-}
+use super::output::{Format, cell, columns, print_list};
 
 #[derive(Subcommand, Debug)]
 pub enum OrganizationsCommand {
@@ -26,7 +18,7 @@ pub enum OrganizationsCommand {
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short, long, value_enum, default_value_t)]
-        output: Output,
+        output: Format,
     },
     /// Create an organization (needs the multiple_organizations entitlement).
     #[command(
@@ -99,8 +91,18 @@ impl Fields {
 pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
     match cmd {
         OrganizationsCommand::List { client, output } => {
-            let orgs: Vec<Value> = Client::from_args(&client)?.get("/organizations").await?;
-            print_list(&orgs, output)?;
+            let orgs: Value = Client::from_args(&client)?.get("/organizations").await?;
+            print_list(
+                output,
+                &orgs,
+                "No organizations found",
+                &columns(&["name", "display_name", "id", "default"]),
+                |org, c| match c {
+                    "default" if org["is_default"].as_bool() == Some(true) => "yes".into(),
+                    "default" => String::new(),
+                    other => cell(&org[other]),
+                },
+            );
         }
         OrganizationsCommand::Create {
             client,
@@ -173,34 +175,6 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
             println!("{}", str_of(&answer, "message"));
         }
     }
-    Ok(())
-}
-
-fn print_list(orgs: &[Value], output: Output) -> anyhow::Result<()> {
-    if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(orgs)?);
-        return Ok(());
-    }
-    if orgs.is_empty() {
-        println!("No organizations found");
-        return Ok(());
-    }
-    let mut table = Table::new();
-    table.set_header(["NAME", "DISPLAY NAME", "ID", "DEFAULT"]);
-    for org in orgs {
-        let default = if org["is_default"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            ""
-        };
-        table.add_row([
-            str_of(org, "name"),
-            str_of(org, "display_name"),
-            str_of(org, "id"),
-            default,
-        ]);
-    }
-    println!("{table}");
     Ok(())
 }
 
