@@ -104,8 +104,8 @@ fn group_key(runnable: &Runnable) -> String {
 impl Store {
     /// Claims the next job a daemon may run: human jobs before prebuild jobs, then oldest
     /// first. No job is ever handed out twice (one statement claims, with `FOR UPDATE SKIP
-    /// LOCKED` on PostgreSQL and the single writer on SQLite). Concurrent calls for the same
-    /// kind of daemon share one statement.
+    /// LOCKED` on PostgreSQL and the single writer on SQLite). On SQLite, concurrent calls for
+    /// the same kind of daemon share one statement.
     pub async fn claim_job(
         &self,
         daemon_id: Uuid,
