@@ -20,7 +20,11 @@ async fn get_with_headers(
     if let Some(t) = token {
         req = req.header("Coder-Session-Token", t);
     }
-    let resp = req.send().await.expect("request sent");
+    answer(req.send().await.expect("request sent")).await
+}
+
+/// Status, `Retry-After` and JSON body (null if none) of a response.
+async fn answer(resp: reqwest::Response) -> (StatusCode, Option<String>, Value) {
     let status = resp.status();
     let retry = resp
         .headers()
@@ -89,12 +93,7 @@ backend_tests! {
             .send()
             .await
             .unwrap();
-        let status = resp.status();
-        let retry = resp
-            .headers()
-            .get("Retry-After")
-            .map(|v| v.to_str().unwrap().to_string());
-        let body: Value = resp.json().await.unwrap();
+        let (status, retry, body) = answer(resp).await;
         assert_rate_limited(status, retry, &body);
     }
 }
@@ -278,12 +277,7 @@ backend_tests! {
             .send()
             .await
             .unwrap();
-        let status = resp.status();
-        let retry = resp
-            .headers()
-            .get("Retry-After")
-            .map(|v| v.to_str().unwrap().to_string());
-        let body: Value = resp.json().await.unwrap();
+        let (status, retry, body) = answer(resp).await;
         assert_rate_limited(status, retry, &body);
         // Another credential is not affected.
         let (status, _) = app

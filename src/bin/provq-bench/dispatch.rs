@@ -19,25 +19,14 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::fixtures::{Backend, BenchDb, Fill, fill_jobs};
+use crate::fixtures::{Backend, BenchDb, Fill, Targets, fill_jobs};
 use crate::server::{Child, http};
 use crate::stats::{ms, percentile};
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "sqlite,postgres"
-    )]
-    backends: Vec<Backend>,
-    #[arg(
-        long,
-        env = "PROVQ_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    #[command(flatten)]
+    targets: Targets,
     /// Jobs to enqueue and drain.
     #[arg(long, default_value_t = 20_000)]
     jobs: usize,
@@ -93,7 +82,7 @@ fn bar(len: usize, msg: String, quiet: bool) -> ProgressBar {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut all = Vec::new();
-    for &backend in &args.backends {
+    for &backend in &args.targets.backends {
         all.push(run_backend(&args, backend).await?);
     }
     if args.json {
@@ -155,7 +144,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<Figures> {
         ..Default::default()
     };
     // HTTP against a child `provq serve`.
-    let mut db = BenchDb::create(backend, &args.postgres_url).await?;
+    let mut db = BenchDb::create(backend, &args.targets.postgres_url).await?;
     let max_connections = (args.daemons as u32 * 2 + 4).max(20);
     let server = Child::start(&db.url, max_connections)?;
     let client = http();
@@ -233,7 +222,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<Figures> {
     db.drop_now().await;
 
     // The same cycle on the job store directly, on a fresh database.
-    let mut db = BenchDb::create(backend, &args.postgres_url).await?;
+    let mut db = BenchDb::create(backend, &args.targets.postgres_url).await?;
     let mut settings = crate::server::settings(&db.url);
     settings.database_max_connections = max_connections;
     let store = Store::connect(&settings).await?;

@@ -13,6 +13,26 @@ use provq::store::daemons::DaemonRegistration;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, Database, EntityTrait};
 use uuid::Uuid;
 
+/// Where a benchmark runs: the same flags for every benchmark.
+#[derive(clap::Args)]
+pub struct Targets {
+    /// Backends to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite,postgres"
+    )]
+    pub backends: Vec<Backend>,
+    /// PostgreSQL server to create throwaway databases on.
+    #[arg(
+        long,
+        env = "PROVQ_BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
     Sqlite,

@@ -5,27 +5,14 @@ use std::time::Instant;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::fixtures::{Backend, BenchDb, Fill, fill_daemons, fill_jobs};
+use crate::fixtures::{BenchDb, Fill, Targets, fill_daemons, fill_jobs};
 use crate::server::InProcess;
 use crate::stats::{ms, percentile};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backends to measure.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "sqlite,postgres"
-    )]
-    backends: Vec<Backend>,
-    /// PostgreSQL server to create throwaway databases on.
-    #[arg(
-        long,
-        env = "PROVQ_BENCH_POSTGRES_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    postgres_url: String,
+    #[command(flatten)]
+    targets: Targets,
     /// Job counts to fill; a tenth of each is pending.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
     sizes: Vec<usize>,
@@ -41,10 +28,10 @@ const QUERIES: [&str; 2] = ["limit=50", "status=pending&initiator=prebuilds"];
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut table = Table::new();
     table.set_header(["backend", "jobs", "pending", "query", "p50 ms", "p99 ms"]);
-    for &backend in &args.backends {
+    for &backend in &args.targets.backends {
         for &size in &args.sizes {
             let pending = size / 10;
-            let mut db = BenchDb::create(backend, &args.postgres_url).await?;
+            let mut db = BenchDb::create(backend, &args.targets.postgres_url).await?;
             let server = InProcess::start(&db.url).await?;
             let owner = server.owner_token().await?;
             let org = server.store().default_organization().await?.id;

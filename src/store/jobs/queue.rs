@@ -119,7 +119,6 @@ impl Store {
         if groups.is_empty() || ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let backend = self.backend();
         let in_groups = groups.iter().fold(Condition::any(), |any, g| {
             any.add(
                 Condition::all()
@@ -138,22 +137,6 @@ impl Store {
             .and_where(pending())
             .cond_where(in_groups)
             .to_owned();
-        let outer = Query::select()
-            .column(Alias::new("id"))
-            .column(Alias::new("rn"))
-            .from_subquery(ranked, Alias::new("ranked"))
-            .and_where(Expr::col(Alias::new("id")).is_in(ids.iter().copied()))
-            .to_owned();
-        let rows = self
-            .connection()
-            .query_all_raw(backend.build(&outer))
-            .await?;
-        let mut ranks = HashMap::with_capacity(rows.len());
-        for row in rows {
-            let id: Uuid = row.try_get("", "id")?;
-            let rn: i64 = row.try_get("", "rn")?;
-            ranks.insert(id, rn);
-        }
-        Ok(ranks)
+        self.ranks_of(ranked, ids).await
     }
 }
