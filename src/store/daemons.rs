@@ -173,22 +173,20 @@ fn registration_key(reg: &DaemonRegistration) -> (Uuid, String, String) {
 }
 
 impl Store {
-    /// Whether the daemon holding a job should have its `last_seen_at` written with this report
-    /// (see [`SeenDaemons`]); callers write it in the report's own transaction.
-    pub(crate) fn worker_touch_due(&self, worker: Option<Uuid>) -> Option<Uuid> {
-        worker.filter(|id| self.seen.due(*id))
+    /// Marks the daemon that reported on a job as seen now, at most once per throttle period
+    /// (see [`SeenDaemons`]): a small write of its own, since liveness is a hint and not part of
+    /// the report.
+    pub(crate) async fn touch_worker(&self, worker: Option<Uuid>) -> StoreResult<()> {
+        let Some(id) = worker.filter(|id| self.seen.due(*id)) else {
+            return Ok(());
+        };
+        daemon::Entity::update_many()
+            .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
+            .filter(daemon::Column::Id.eq(id))
+            .exec(self.connection())
+            .await?;
+        Ok(())
     }
-}
-
-/// Marks a daemon as seen now, inside the caller's transaction (so a report and the refresh
-/// cost one commit).
-pub(crate) async fn touch_worker(db: &impl sea_orm::ConnectionTrait, id: Uuid) -> StoreResult<()> {
-    daemon::Entity::update_many()
-        .col_expr(daemon::Column::LastSeenAt, Expr::value(now()))
-        .filter(daemon::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
 }
 
 impl Store {

@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 32;
 struct Waiter {
     daemon_id: Uuid,
     lease_token: String,
+    /// What the claim stores (and returns) in place of the lease.
+    hashed_lease: String,
     answer: oneshot::Sender<StoreResult<Option<Claim>>>,
 }
 
@@ -122,6 +124,7 @@ impl Store {
         let (answer, answered) = oneshot::channel();
         let waiter = Waiter {
             daemon_id,
+            hashed_lease: hash_secret(&lease_token),
             lease_token,
             answer,
         };
@@ -164,15 +167,14 @@ impl Store {
             };
             let leases: Vec<(Uuid, String)> = batch
                 .iter()
-                .map(|w| (w.daemon_id, hash_secret(&w.lease_token)))
+                .map(|w| (w.daemon_id, w.hashed_lease.clone()))
                 .collect();
             match self.claim_batch(&leases, &runnable).await {
                 Ok(mut claims) => {
                     for waiter in batch {
-                        let hashed = hash_secret(&waiter.lease_token);
                         let job = claims
                             .iter()
-                            .position(|j| j.lease_token.as_deref() == Some(hashed.as_str()))
+                            .position(|j| j.lease_token.as_ref() == Some(&waiter.hashed_lease))
                             .map(|i| claims.swap_remove(i));
                         let claim = job.map(|job| Claim {
                             job,

@@ -22,7 +22,6 @@ pub(crate) use claims::ClaimBatcher;
 pub use queue::PendingGroup;
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
-use super::daemons::touch_worker;
 use super::logs::{NewLog, cap_logs, insert_logs};
 use super::{Store, StoreError, StoreResult};
 use crate::domain::job::{ErrorCode, JobStatus, JobType, Provisioner};
@@ -266,15 +265,6 @@ impl Store {
         c
     }
 
-    /// Writes the liveness of the daemon that reported, at most once per throttle period (see
-    /// `SeenDaemons`); a separate small write, since liveness is a hint and not part of the report.
-    async fn touch_reporter(&self, worker: Option<Uuid>) -> StoreResult<()> {
-        if let Some(id) = self.worker_touch_due(worker) {
-            touch_worker(self.connection(), id).await?;
-        }
-        Ok(())
-    }
-
     /// A daemon's heartbeat with optional log lines: refreshes the job's liveness, appends what
     /// fits under the log cap, and tells the daemon whether the job was canceled. `organization`
     /// restricts the job to a provisioner key's organization (404 otherwise).
@@ -293,7 +283,7 @@ impl Store {
             let Some(job) = beat.exec_with_returning(self.connection()).await?.pop() else {
                 return Err(self.lease_failure(id, organization).await);
             };
-            self.touch_reporter(job.worker_id).await?;
+            self.touch_worker(job.worker_id).await?;
             return Ok(Heartbeat {
                 canceled: job.canceled_at.is_some(),
                 logs_overflowed: job.logs_overflowed,
@@ -316,7 +306,7 @@ impl Store {
                 .await?;
         }
         txn.commit().await?;
-        self.touch_reporter(job.worker_id).await?;
+        self.touch_worker(job.worker_id).await?;
         Ok(Heartbeat {
             canceled: job.canceled_at.is_some(),
             logs_overflowed: overflowed,
@@ -353,7 +343,7 @@ impl Store {
         else {
             return Err(self.lease_failure(id, organization).await);
         };
-        self.touch_reporter(job.worker_id).await?;
+        self.touch_worker(job.worker_id).await?;
         Ok(job)
     }
 
