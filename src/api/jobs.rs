@@ -20,7 +20,10 @@ use super::users::Message;
 use crate::domain::Validations;
 use crate::domain::job::{JobStatus, JobType, Provisioner};
 use crate::domain::job_query::parse_list_query;
-use crate::domain::tags::{Tags, check_no_nul};
+use crate::domain::limits::{
+    MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
+};
+use crate::domain::tags::{Tags, check_tags};
 use crate::entity::provisioner_job_log;
 use crate::store::jobs::{JobFilter, NewJob};
 
@@ -45,13 +48,17 @@ pub struct EnqueueJobRequest {
     initiator: Option<String>,
 }
 
-/// Body of `POST …/provisionerjobs/cancel`: the list filters, at least one.
+/// Body of `POST …/provisionerjobs/cancel`: the list filters, at least one. An empty list or
+/// an empty `tags` object is refused (400): it would otherwise select every job.
 #[derive(Object)]
 pub struct CancelJobsRequest {
+    /// Job ids; at least one when given.
     ids: Option<Vec<Uuid>>,
+    /// Statuses; at least one when given.
     status: Option<Vec<String>>,
-    /// A JSON object of string values.
+    /// A JSON object of string values, at least one.
     tags: Option<Value>,
+    /// A user id or a username.
     initiator: Option<String>,
 }
 
@@ -92,7 +99,7 @@ pub enum JobCreated {
 }
 
 /// Parses tags given by a client (job, daemon or key tags, or a filter): a JSON object of
-/// strings without NUL. Anything else is a validation failure of `field`.
+/// strings within the tag limits. Anything else is a validation failure of `field`.
 pub fn parse_tags(
     v: &mut Validations,
     field: &str,
@@ -111,7 +118,46 @@ pub fn parse_tags(
             .collect::<Result<BTreeMap<String, String>, String>>(),
         other => Err(format!("must be an object of string values, not {other}")),
     };
-    v.check(field, parsed.and_then(|t| check_no_nul(&t).map(|()| t)))
+    v.check(field, parsed.and_then(|t| check_tags(&t).map(|()| t)))
+}
+
+/// A job's `metadata` and `input` within their limits (one validation per field past one).
+fn check_job_text(v: &mut Validations, input: &Value, metadata: &ProvisionerJobMetadata) {
+    let names = [
+        (
+            "metadata.template_version_name",
+            &metadata.template_version_name,
+        ),
+        ("metadata.template_name", &metadata.template_name),
+        (
+            "metadata.template_display_name",
+            &metadata.template_display_name,
+        ),
+        ("metadata.workspace_name", &metadata.workspace_name),
+    ];
+    for (field, value) in names {
+        v.check(field, check_chars(value, MAX_METADATA_NAME_CHARS));
+    }
+    v.check(
+        "metadata.template_icon",
+        check_chars(&metadata.template_icon, MAX_ICON_CHARS),
+    );
+    let size = serde_json::to_vec(input).map_or(usize::MAX, |b| b.len());
+    v.check("input", check_bytes(size, MAX_INPUT_BYTES));
+}
+
+/// An initiator filter (list, bulk cancel): a well-formed id is taken as is, so an id of no
+/// user matches nothing (as in Coder); a username must exist.
+pub async fn initiator_filter(
+    state: &AppState,
+    v: &mut Validations,
+    field: &str,
+    raw: Option<String>,
+) -> Result<Option<Uuid>, ApiError> {
+    match raw.as_deref().map(Uuid::parse_str) {
+        Some(Ok(id)) => Ok(Some(id)),
+        _ => resolve_initiator(state, v, field, raw).await,
+    }
 }
 
 /// Resolves an initiator given as an id or a username; unknown is a validation failure.
@@ -170,6 +216,9 @@ impl JobsApi {
                 .or_else(|| Some(Value::Object(Default::default()))),
         );
         let tags = tags.and_then(|t| v.check("tags", Tags::normalize(t, Some(initiator))));
+        let input = serde_json::to_value(body.input.unwrap_or_default()).expect("serialisable");
+        let metadata = body.metadata.unwrap_or_default();
+        check_job_text(&mut v, &input, &metadata);
         v.finish()?;
         if initiator != caller.user.id && !caller.is_owner() {
             return Err(ApiError::forbidden()
@@ -184,10 +233,9 @@ impl JobsApi {
             job_type,
             provisioner,
             tags,
-            input: serde_json::to_value(body.input.unwrap_or_default()).expect("serialisable"),
+            input,
             file_id: body.file_id.unwrap_or_else(Uuid::nil),
-            metadata: serde_json::to_value(body.metadata.unwrap_or_default())
-                .expect("serialisable"),
+            metadata: serde_json::to_value(metadata).expect("serialisable"),
         };
         let job = self.state.store.enqueue_job(new).await?;
         self.state.metrics.jobs_enqueued.inc();
@@ -229,8 +277,7 @@ impl JobsApi {
             return Err(v.into());
         };
         let (query, mut v) = parse_list_query(&pairs);
-        let initiator =
-            resolve_initiator(&self.state, &mut v, "initiator", query.initiator).await?;
+        let initiator = initiator_filter(&self.state, &mut v, "initiator", query.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
             ids: query.ids,
@@ -322,17 +369,26 @@ impl JobsApi {
                 "give at least one of ids, status, tags or initiator",
             );
         }
-        let statuses: Vec<JobStatus> = body
-            .status
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|s| v.check("status", JobStatus::parse(s)))
-            .collect();
+        let empty = "must not be empty: an empty filter would select every job";
+        if body.ids.as_ref().is_some_and(Vec::is_empty) {
+            v.push("ids", empty);
+        }
+        if body.status.as_ref().is_some_and(Vec::is_empty) {
+            v.push("status", empty);
+        }
+        let statuses = body.status.map(|all| {
+            all.iter()
+                .filter_map(|s| v.check("status", JobStatus::parse(s)))
+                .collect::<Vec<JobStatus>>()
+        });
         let tags = parse_tags(&mut v, "tags", body.tags);
-        let initiator = resolve_initiator(&self.state, &mut v, "initiator", body.initiator).await?;
+        if tags.as_ref().is_some_and(BTreeMap::is_empty) {
+            v.push("tags", empty);
+        }
+        let initiator = initiator_filter(&self.state, &mut v, "initiator", body.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
-            ids: body.ids.unwrap_or_default(),
+            ids: body.ids,
             statuses,
             tags,
             initiator,

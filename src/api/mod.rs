@@ -6,6 +6,7 @@ pub mod access;
 pub mod auth;
 pub mod daemon_auth;
 pub mod daemons;
+pub mod edges;
 pub mod error;
 pub mod job_views;
 pub mod jobs;
@@ -126,6 +127,7 @@ async fn healthz(Data(state): Data<&AppState>) -> (StatusCode, &'static str) {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> BoxEndpoint<'static> {
     let service = openapi_service(&state);
+    let operations = edges::Operations::from_spec(&service.spec());
     let spec = service.spec_endpoint();
     let swagger = service.swagger_ui();
     Route::new()
@@ -133,6 +135,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
+        .with(edges::EdgeGuard::new(operations))
         .with(limits::RequestLimits::new(&state.settings.limits))
         .with(rate_limit::RateLimit::new(&state.settings.rate_limit))
         .around(observe::observe)

@@ -235,7 +235,9 @@ impl UsersApi {
         Ok(Created::Created(Json(self.to_user(created).await?)))
     }
 
-    /// A user by id, username or `me`. Members see themselves and users of their organizations.
+    /// A user by id, username or `me`. Coder's read rule for users: owners read every user, a
+    /// member reads only itself (any other user is 404, as if missing), so a member never sees
+    /// another user's e-mail address or organizations.
     #[oai(path = "/users/:user", method = "get")]
     async fn get_user(&self, caller: Caller, user: Path<String>) -> Result<Json<User>, ApiError> {
         let target = if user.0 == "me" {
@@ -243,14 +245,7 @@ impl UsersApi {
         } else {
             self.state.store.resolve_user(&user.0).await?
         };
-        let visible = caller.is_owner()
-            || target.id == caller.user.id
-            || self
-                .state
-                .store
-                .share_organization(caller.user.id, target.id)
-                .await?;
-        if !visible {
+        if !caller.is_owner() && target.id != caller.user.id {
             return Err(ApiError::not_found());
         }
         Ok(Json(self.to_user(target).await?))

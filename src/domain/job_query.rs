@@ -1,5 +1,7 @@
 //! The query string of the job list: `limit`, `ids`, `status`, `tags`, `initiator`. Every bad
-//! or unknown parameter becomes its own validation, so one 400 reports them all.
+//! parameter becomes its own validation, so one 400 reports them all. A list parameter given
+//! without a value (`?ids=`, `?status=,`) is bad, never "no filter". Unknown parameters are
+//! refused before this runs, for every route alike (`api::edges`).
 
 use std::collections::BTreeMap;
 
@@ -7,20 +9,19 @@ use uuid::Uuid;
 
 use super::Validations;
 use super::job::JobStatus;
-use super::tags::check_no_nul;
+use super::limits::check_tags;
 
 pub const DEFAULT_LIMIT: u64 = 50;
 pub const MAX_LIMIT: u64 = 10_000;
-
-/// Parameters other than the filters that a request may carry.
-const PASSTHROUGH: &[&str] = &["coder_session_token"];
 
 /// A parsed list query. `initiator` is still raw: resolving a username needs the database.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListQuery {
     pub limit: u64,
-    pub ids: Vec<Uuid>,
-    pub statuses: Vec<JobStatus>,
+    /// `None`: no filter. Never `Some` of an empty list.
+    pub ids: Option<Vec<Uuid>>,
+    /// `None`: no filter. Never `Some` of an empty list.
+    pub statuses: Option<Vec<JobStatus>>,
     pub tags: Option<BTreeMap<String, String>>,
     pub initiator: Option<String>,
 }
@@ -66,17 +67,10 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> (ListQuery, Validations) 
             ),
         }
     }
-    for raw in split_values(&values("ids")) {
-        match Uuid::parse_str(raw) {
-            Ok(id) => q.ids.push(id),
-            Err(_) => v.push("ids", format!("\"{raw}\" is not a valid UUID")),
-        }
-    }
-    for raw in split_values(&values("status")) {
-        if let Some(s) = v.check("status", JobStatus::parse(raw)) {
-            q.statuses.push(s);
-        }
-    }
+    q.ids = list(&mut v, "ids", &values("ids"), |raw| {
+        Uuid::parse_str(raw).map_err(|_| format!("\"{raw}\" is not a valid UUID"))
+    });
+    q.statuses = list(&mut v, "status", &values("status"), JobStatus::parse);
     if let Some(raw) = single(&mut v, "tags") {
         q.tags = v.check("tags", parse_tag_filter(&raw));
     }
@@ -88,17 +82,33 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> (ListQuery, Validations) 
             q.initiator = Some(raw);
         }
     }
-    let known = ["limit", "ids", "status", "tags", "initiator"];
-    let mut unknown: Vec<&str> = pairs
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .filter(|k| !known.contains(k) && !PASSTHROUGH.contains(k))
-        .collect();
-    unknown.dedup();
-    for key in unknown {
-        v.push(key, format!("unknown query parameter \"{key}\""));
-    }
     (q, v)
+}
+
+/// A multi-valued parameter: `None` when absent, else every value parsed. Present without any
+/// value is a validation: an empty list selects nothing, so it is never taken as "all".
+fn list<T>(
+    v: &mut Validations,
+    key: &str,
+    raw: &[&str],
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<Vec<T>> {
+    if raw.is_empty() {
+        return None;
+    }
+    let values: Vec<&str> = split_values(raw).collect();
+    if values.is_empty() {
+        v.push(
+            key,
+            "must not be empty: give at least one value or leave it out",
+        );
+        return None;
+    }
+    let parsed: Vec<T> = values
+        .into_iter()
+        .filter_map(|raw| v.check(key, parse(raw)))
+        .collect();
+    Some(parsed)
 }
 
 /// `tags=` must be a JSON object of string values.
@@ -115,7 +125,7 @@ fn parse_tag_filter(raw: &str) -> Result<BTreeMap<String, String>, String> {
             .ok_or_else(|| format!("the value of \"{k}\" must be a string"))?;
         tags.insert(k.clone(), s.to_string());
     }
-    check_no_nul(&tags)?;
+    check_tags(&tags)?;
     Ok(tags)
 }
 
@@ -140,9 +150,9 @@ mod tests {
             "ids={a},{b}&status=pending&status=running,unknown&limit=10000"
         ));
         assert!(errors.is_empty(), "{errors:?}");
-        assert_eq!(q.ids, [a, b]);
+        assert_eq!(q.ids.unwrap(), [a, b]);
         assert_eq!(
-            q.statuses,
+            q.statuses.unwrap(),
             [JobStatus::Pending, JobStatus::Running, JobStatus::Unknown]
         );
         assert_eq!(q.limit, 10_000);
@@ -150,17 +160,31 @@ mod tests {
 
     #[test]
     fn every_bad_parameter_is_reported() {
-        let (_, errors) = parse(
-            "limit=0&ids=nope&status=done&tags=%7Bbad&initiator=&color=red&coder_session_token=x",
-        );
-        assert_eq!(
-            errors,
-            ["limit", "ids", "status", "tags", "initiator", "color"]
-        );
+        let (_, errors) =
+            parse("limit=0&ids=nope&status=done&tags=%7Bbad&initiator=&coder_session_token=x");
+        assert_eq!(errors, ["limit", "ids", "status", "tags", "initiator"]);
         let (_, errors) = parse("limit=10001&tags=%5B1%5D");
         assert_eq!(errors, ["limit", "tags"]);
         let (_, errors) = parse("tags=%7B%22a%22%3A1%7D&limit=x&limit=2");
         assert_eq!(errors, ["limit", "tags"]);
+    }
+
+    #[test]
+    fn a_list_without_values_is_refused_not_taken_as_all() {
+        for q in [
+            "ids=",
+            "ids=,",
+            "status=",
+            "status=%20,",
+            "ids=&status=pending",
+        ] {
+            let (query, errors) = parse(q);
+            assert!(!errors.is_empty(), "{q}");
+            assert_eq!(query.ids, None, "{q}");
+        }
+        let (q, errors) = parse("status=pending");
+        assert!(errors.is_empty());
+        assert_eq!(q.ids, None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod job;
 pub mod job_query;
 pub mod license;
+pub mod limits;
 pub mod names;
 pub mod organization;
 pub mod secrets;

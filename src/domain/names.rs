@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-/// Longest username or organization name (as in Coder).
-pub const MAX_NAME_LEN: usize = 32;
+use super::limits::{MAX_EMAIL_CHARS, MAX_FULL_NAME_CHARS, MAX_NAME_CHARS};
 
 /// Words that would collide with route segments such as `/users/me`.
 const RESERVED_USERNAMES: &[&str] = &["me"];
@@ -14,8 +13,8 @@ pub(crate) fn check_name(value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err("must not be empty".into());
     }
-    if value.len() > MAX_NAME_LEN {
-        return Err(format!("must be at most {MAX_NAME_LEN} characters"));
+    if value.len() > MAX_NAME_CHARS {
+        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
     }
     let valid = value
         .split('-')
@@ -61,7 +60,7 @@ impl Email {
             && !domain.contains('@')
             && !domain.starts_with('.')
             && !domain.ends_with('.')
-            && value.len() <= 254
+            && value.chars().count() <= MAX_EMAIL_CHARS
             && !value.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
             return Err("must be a valid email address".into());
@@ -79,9 +78,7 @@ pub struct FullName(String);
 
 impl FullName {
     pub fn parse(value: String) -> Result<Self, String> {
-        if value.chars().count() > 128 {
-            return Err("must be at most 128 characters".into());
-        }
+        super::limits::check_chars(&value, MAX_FULL_NAME_CHARS)?;
         if value.trim() != value {
             return Err("must not have leading or trailing white space".into());
         }

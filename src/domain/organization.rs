@@ -2,6 +2,7 @@
 //! [`OrganizationPatch`] at the edge, so the store only ever sees checked values.
 
 use super::Validations;
+use super::limits::{MAX_DESCRIPTION_CHARS, MAX_DISPLAY_NAME_BYTES, MAX_ICON_CHARS};
 use super::names::check_name;
 
 /// The path keyword that always means the default organization; no organization may take it
@@ -10,10 +11,6 @@ pub const DEFAULT_KEYWORD: &str = "default";
 
 /// Names that would read as actions in a UI or a URL (as in Coder).
 const RESERVED_NAMES: &[&str] = &["new", "create"];
-
-const MAX_DISPLAY_NAME_LEN: usize = 64;
-const MAX_DESCRIPTION_LEN: usize = 128;
-const MAX_ICON_LEN: usize = 2048;
 
 /// A checked organization name: Coder's name rule, not `new`/`create`, not `default`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,15 +36,26 @@ pub fn is_default_keyword(value: &str) -> bool {
     value.eq_ignore_ascii_case(DEFAULT_KEYWORD)
 }
 
-fn check_display_name(value: String) -> Result<String, String> {
-    if value.chars().count() > MAX_DISPLAY_NAME_LEN {
-        return Err(format!("must be at most {MAX_DISPLAY_NAME_LEN} characters"));
+/// Coder's display-name rule (`DisplayNameValid` in codersdk/name.go): empty is fine (create
+/// then uses the name); otherwise at most 64 bytes, no blank at either end and no line feed
+/// anywhere. Blanks are what Go's `\s` means (space, `\t`, `\n`, `\f`, `\r`), so inner
+/// control characters such as "k\r\rm" pass, as Coder's `TestTemplateDisplayNameValid` says.
+pub fn check_display_name(value: String) -> Result<String, String> {
+    if value.is_empty() {
+        return Ok(value);
     }
-    if value.trim() != value {
-        return Err("must not have leading or trailing white space".into());
+    if value.len() > MAX_DISPLAY_NAME_BYTES {
+        return Err(format!(
+            "must be at most {MAX_DISPLAY_NAME_BYTES} bytes (got {})",
+            value.len()
+        ));
     }
-    if value.chars().any(char::is_control) {
-        return Err("must not contain control characters".into());
+    let blank = |c: Option<char>| matches!(c, Some(' ' | '\t' | '\n' | '\x0C' | '\r'));
+    if blank(value.chars().next()) || blank(value.chars().last()) {
+        return Err("must not start or end with a blank".into());
+    }
+    if value.contains('\n') {
+        return Err("must not contain a line feed".into());
     }
     Ok(value)
 }
@@ -112,11 +120,11 @@ impl OrganizationFields {
         );
         let description = v.check(
             "description",
-            check_len(MAX_DESCRIPTION_LEN)(self.description.unwrap_or_default()),
+            check_len(MAX_DESCRIPTION_CHARS)(self.description.unwrap_or_default()),
         );
         let icon = v.check(
             "icon",
-            check_len(MAX_ICON_LEN)(self.icon.unwrap_or_default()),
+            check_len(MAX_ICON_CHARS)(self.icon.unwrap_or_default()),
         );
         v.finish().map_err(OrganizationInputError::Invalid)?;
         let (Some(name), Some(display_name), Some(description), Some(icon)) =
@@ -151,10 +159,10 @@ impl OrganizationFields {
                 .and_then(|d| v.check("display_name", check_display_name(d))),
             description: self
                 .description
-                .and_then(|d| v.check("description", check_len(MAX_DESCRIPTION_LEN)(d))),
+                .and_then(|d| v.check("description", check_len(MAX_DESCRIPTION_CHARS)(d))),
             icon: self
                 .icon
-                .and_then(|i| v.check("icon", check_len(MAX_ICON_LEN)(i))),
+                .and_then(|i| v.check("icon", check_len(MAX_ICON_CHARS)(i))),
         };
         v.finish().map_err(OrganizationInputError::Invalid)?;
         Ok(patch)
@@ -219,6 +227,35 @@ mod tests {
         let mut f = fields("acme");
         f.display_name = Some("x".repeat(65));
         assert!(f.into_new().is_err());
+    }
+
+    #[test]
+    fn display_names_follow_coders_rule() {
+        // Cases of Coder's `TestTemplateDisplayNameValid`.
+        let valid = [
+            "",
+            "1",
+            "1 2",
+            "123       456",
+            "<b> </b>",
+            "!!!!1 ?????",
+            "k\r\rm",
+            "BANANAS_wow",
+            "-a1b2c3d4e5f6g7h8i9j0k",
+            &"1".repeat(64),
+        ];
+        for ok in valid {
+            assert!(check_display_name(ok.into()).is_ok(), "{ok:?}");
+        }
+        let invalid = [
+            " ", "\t", "\r\r", "\t1 ", " a", "\ra ", "1 ", "aa\r", "\x0Ca1", "a1\t", "a\nb",
+        ];
+        for bad in invalid {
+            assert!(check_display_name(bad.into()).is_err(), "{bad:?}");
+        }
+        assert!(check_display_name("1".repeat(65)).is_err());
+        // Bytes, as Go's len counts: 33 two-byte characters are 66 bytes.
+        assert!(check_display_name("é".repeat(33)).is_err());
     }
 
     #[test]

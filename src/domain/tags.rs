@@ -16,9 +16,9 @@ pub struct Tags(BTreeMap<String, String>);
 impl Tags {
     /// Normalises raw tags: no `scope` → `scope=organization`; `scope=user` → `owner` = `user`
     /// (the initiator, or for daemons the authenticating user); any other scope →
-    /// `scope=organization, owner=""`. Keys and values must not contain NUL.
+    /// `scope=organization, owner=""`. Within the limits of [`check_tags`] (no NUL either).
     pub fn normalize(raw: BTreeMap<String, String>, user: Option<Uuid>) -> Result<Self, String> {
-        check_no_nul(&raw)?;
+        check_tags(&raw)?;
         let mut tags = raw;
         let scope = tags.get(SCOPE).cloned().unwrap_or_default();
         if scope == SCOPE_USER {
@@ -72,16 +72,7 @@ impl Tags {
     }
 }
 
-/// Rejects NUL in keys or values (PostgreSQL cannot store it, and it is never meaningful).
-pub fn check_no_nul(map: &BTreeMap<String, String>) -> Result<(), String> {
-    if map
-        .iter()
-        .any(|(k, v)| k.contains('\0') || v.contains('\0'))
-    {
-        return Err("tag keys and values must not contain NUL characters".into());
-    }
-    Ok(())
-}
+pub use super::limits::check_tags;
 
 /// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
 pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {

@@ -70,7 +70,12 @@ pub(crate) async fn insert_logs(
 }
 
 /// Splits `logs` into what fits under the cap given `used` bytes, and whether any were dropped.
-pub fn cap_logs(used: i64, logs: Vec<NewLog>) -> (Vec<NewLog>, i64, bool) {
+/// Once a job's logs `overflowed`, every later line is dropped too, however small: a line kept
+/// after a dropped one would hide the gap.
+pub fn cap_logs(used: i64, overflowed: bool, logs: Vec<NewLog>) -> (Vec<NewLog>, i64, bool) {
+    if overflowed {
+        return (Vec::new(), 0, !logs.is_empty());
+    }
     let mut total = used;
     let mut kept = Vec::with_capacity(logs.len());
     let mut dropped = false;
@@ -102,10 +107,16 @@ mod tests {
 
     #[test]
     fn the_cap_keeps_whole_lines_and_drops_the_rest() {
-        let (kept, bytes, dropped) = cap_logs(0, vec![line(10), line(20)]);
+        let (kept, bytes, dropped) = cap_logs(0, false, vec![line(10), line(20)]);
         assert_eq!((kept.len(), bytes, dropped), (2, 30, false));
         let (kept, bytes, dropped) =
-            cap_logs(MAX_LOG_BYTES - 15, vec![line(10), line(10), line(1)]);
+            cap_logs(MAX_LOG_BYTES - 15, false, vec![line(10), line(10), line(1)]);
         assert_eq!((kept.len(), bytes, dropped), (1, 10, true));
+    }
+
+    #[test]
+    fn after_an_overflow_every_line_is_dropped() {
+        let (kept, bytes, dropped) = cap_logs(MAX_LOG_BYTES - 15, true, vec![line(1)]);
+        assert_eq!((kept.len(), bytes, dropped), (0, 0, true));
     }
 }

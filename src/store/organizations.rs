@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, is_unique_violation};
 use crate::domain::now;
-use crate::domain::organization::{NewOrganization, OrganizationPatch};
+use crate::domain::organization::{NewOrganization, OrganizationPatch, is_default_keyword};
 use crate::entity::{organization, organization_member, provisioner_job, provisioner_key};
 
 /// Shown when creating an organization whose name is taken (as in Coder).
@@ -52,14 +52,18 @@ impl Store {
         Ok(*self.default_org.get_or_init(|| id))
     }
 
-    /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`.
+    /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`. Names
+    /// (and the keyword) are compared ignoring case, as in Coder: they are unique regardless
+    /// of case, so `Acme` finds `acme`.
     pub async fn resolve_organization(&self, ident: &str) -> StoreResult<organization::Model> {
-        if ident == "default" {
+        if is_default_keyword(ident) {
             return self.default_organization().await;
         }
         let query = match Uuid::parse_str(ident) {
             Ok(id) => organization::Entity::find_by_id(id),
-            Err(_) => organization::Entity::find().filter(organization::Column::Name.eq(ident)),
+            Err(_) => {
+                organization::Entity::find().filter(lower_name().eq(ident.to_ascii_lowercase()))
+            }
         };
         query
             .one(self.connection())
@@ -245,14 +249,18 @@ fn keys_of(organization_id: Uuid) -> sea_orm::sea_query::SelectStatement {
         .into_query()
 }
 
+/// `lower(name)`: names are ASCII (the name rule), so SQL's `lower` and Rust's agree.
+fn lower_name() -> SimpleExpr {
+    Func::lower(Expr::col(organization::Column::Name)).into()
+}
+
 /// Whether another organization (not `except`) has `name`, ignoring case.
 async fn name_taken(
     db: &impl ConnectionTrait,
     name: &str,
     except: Option<Uuid>,
 ) -> StoreResult<bool> {
-    let lower_name: SimpleExpr = Func::lower(Expr::col(organization::Column::Name)).into();
-    let mut query = organization::Entity::find().filter(lower_name.eq(name.to_ascii_lowercase()));
+    let mut query = organization::Entity::find().filter(lower_name().eq(name.to_ascii_lowercase()));
     if let Some(id) = except {
         query = query.filter(organization::Column::Id.ne(id));
     }

@@ -97,13 +97,6 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)
     }
-
-    /// Whether two users share an organization (what lets members see each other).
-    pub async fn share_organization(&self, a: Uuid, b: Uuid) -> StoreResult<bool> {
-        let orgs_a = self.organization_ids_of(a).await?;
-        let orgs_b = self.organization_ids_of(b).await?;
-        Ok(orgs_a.iter().any(|o| orgs_b.contains(o)))
-    }
 }
 
 async fn insert_user(

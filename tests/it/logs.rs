@@ -64,6 +64,27 @@ backend_tests! {
         assert_eq!(app.job(&owner, &id).await["logs_overflowed"], true);
     }
 
+    async fn once_logs_overflowed_even_a_small_later_line_is_dropped(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let id = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
+        let update = |logs: Value| app.worker(&format!("/jobs/{id}/update"), json!({"lease_token": lease, "logs": logs}));
+        // 1 MiB minus 10 bytes fit; the next 100 bytes do not, so the job overflows.
+        let half = "x".repeat((1 << 19) - 5);
+        for _ in 0..2 {
+            let (status, beat) = update(json!([{"level": "info", "output": half}])).await;
+            assert_eq!((status, beat["logs_overflowed"].clone()), (StatusCode::OK, json!(false)));
+        }
+        let (_, beat) = update(json!([{"level": "info", "output": "y".repeat(100)}])).await;
+        assert_eq!(beat["logs_overflowed"], true);
+        // Five bytes would still fit under the cap, but a line after a gap is never stored.
+        let (status, beat) = update(json!([{"level": "info", "output": "small"}])).await;
+        assert_eq!((status, beat["logs_overflowed"].clone()), (StatusCode::OK, json!(true)));
+        let (_, logs) = app.get(&format!("/organizations/default/provisionerjobs/{id}/logs"), Some(&owner)).await;
+        let outputs: Vec<usize> = logs.as_array().unwrap().iter().map(|l| l["output"].as_str().unwrap().len()).collect();
+        assert_eq!(outputs, [half.len(), half.len()], "only the lines before the overflow are stored");
+    }
+
     async fn following_logs_streams_until_the_job_ends(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         let id = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();

@@ -217,13 +217,37 @@ backend_tests! {
             assert_eq!(status, StatusCode::OK);
             assert_eq!(body, bob);
         }
-        let (status, body) = app.get("/users/owner", Some(&member)).await;
-        assert_eq!(status, StatusCode::OK, "members see users of their organizations: {body}");
+        let (status, body) = app.get("/users/bob", Some(&member)).await;
+        assert_eq!((status, &body), (StatusCode::OK, &bob), "members read themselves");
         let (status, body) = app.get("/users/nobody", Some(&owner)).await;
         assert_error(status, &body, StatusCode::NOT_FOUND);
         assert_eq!(body["message"], "Resource not found or you do not have access to this resource");
         let (status, body) = app.get("/users/prebuilds", Some(&owner)).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["id"], "c42fdf75-3097-471c-8c33-fb52454d81c0");
+    }
+
+    async fn a_member_reads_only_itself_as_in_coders_rbac(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let owner = app.owner().await;
+        let member = app.member(&owner, "bob").await;
+        app.member(&owner, "carol").await;
+        let (_, me) = app.get("/users/me", Some(&owner)).await;
+        let owner_id = me["id"].as_str().unwrap().to_string();
+        // The owner and another member of the same organization are not the member's to read:
+        // 404 as if they did not exist, so neither e-mail addresses nor organization ids leak.
+        for path in [
+            "/users/owner".to_string(),
+            format!("/users/{owner_id}"),
+            "/users/carol".to_string(),
+            "/users/prebuilds".to_string(),
+        ] {
+            let (status, body) = app.get(&path, Some(&member)).await;
+            assert_error(status, &body, StatusCode::NOT_FOUND);
+            assert!(!body.to_string().contains(OWNER_EMAIL), "{body}");
+        }
+        let (status, bob) = app.get("/users/me", Some(&member)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(bob["email"], "bob@example.com");
     }
 }

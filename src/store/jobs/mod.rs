@@ -43,23 +43,15 @@ pub struct NewJob {
     pub metadata: Value,
 }
 
-/// Which jobs a list or a bulk cancel selects. Empty parts select everything.
+/// Which jobs a list or a bulk cancel selects. `None` parts do not filter; an empty list
+/// matches no job (it never widens a selection to everything).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
-    pub ids: Vec<Uuid>,
-    pub statuses: Vec<JobStatus>,
+    pub ids: Option<Vec<Uuid>>,
+    pub statuses: Option<Vec<JobStatus>>,
     /// The job's tags must contain these (an exactly untagged filter matches untagged jobs).
     pub tags: Option<BTreeMap<String, String>>,
     pub initiator: Option<Uuid>,
-}
-
-impl JobFilter {
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-            && self.statuses.is_empty()
-            && self.tags.is_none()
-            && self.initiator.is_none()
-    }
 }
 
 /// What a daemon may run: its organization, provisioners and (normalised) tags.
@@ -203,14 +195,21 @@ impl Store {
 
     fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
         let mut c = Condition::all().add(Column::OrganizationId.eq(organization_id));
-        if !f.ids.is_empty() {
-            c = c.add(Column::Id.is_in(f.ids.clone()));
+        let nothing = || Expr::cust(JobStatus::Unknown.sql_predicate());
+        match &f.ids {
+            Some(ids) if ids.is_empty() => c = c.add(nothing()),
+            Some(ids) => c = c.add(Column::Id.is_in(ids.clone())),
+            None => {}
         }
-        if !f.statuses.is_empty() {
-            let any = f.statuses.iter().fold(Condition::any(), |any, s| {
-                any.add(Expr::cust(s.sql_predicate()))
-            });
-            c = c.add(any);
+        match &f.statuses {
+            Some(statuses) if statuses.is_empty() => c = c.add(nothing()),
+            Some(statuses) => {
+                let any = statuses.iter().fold(Condition::any(), |any, s| {
+                    any.add(Expr::cust(s.sql_predicate()))
+                });
+                c = c.add(any);
+            }
+            None => {}
         }
         if let Some(tags) = &f.tags {
             c = c.add(tags_contain(self.backend(), tags));
@@ -294,7 +293,7 @@ impl Store {
             txn.rollback().await?;
             return Err(self.lease_failure(id, organization).await);
         };
-        let (kept, bytes, dropped) = cap_logs(job.logs_length, logs);
+        let (kept, bytes, dropped) = cap_logs(job.logs_length, job.logs_overflowed, logs);
         insert_logs(&txn, id, kept).await?;
         let overflowed = job.logs_overflowed || dropped;
         if bytes > 0 || overflowed != job.logs_overflowed {
