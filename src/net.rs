@@ -81,6 +81,9 @@ pub struct WatchedStream {
     peer: SocketAddr,
     connections: Connections,
     clock: ConnectionClock,
+    /// An automatic error answer of hyper being written in its JSON form: the bytes, how many
+    /// went out, and how many hyper's own write (reported as done at the end) had.
+    rewritten: Option<(Vec<u8>, usize, usize)>,
 }
 
 impl Drop for WatchedStream {
@@ -117,6 +120,24 @@ impl AsyncWrite for WatchedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.rewritten.is_none() {
+            self.rewritten =
+                crate::api::error::rewrite_automatic_error(buf).map(|bytes| (bytes, 0, buf.len()));
+        }
+        if let Some((bytes, mut at, claimed)) = self.rewritten.take() {
+            while at < bytes.len() {
+                match Pin::new(&mut self.stream).poll_write(cx, &bytes[at..]) {
+                    Poll::Ready(Ok(n)) => at += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.rewritten = Some((bytes, at, claimed));
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.clock.on_write(&buf[..claimed.min(buf.len())]);
+            return Poll::Ready(Ok(claimed));
+        }
         let written = Pin::new(&mut self.stream).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = written {
             self.clock.on_write(&buf[..n]);
@@ -166,6 +187,7 @@ impl Acceptor for WatchedAcceptor {
                 peer,
                 connections: self.connections.clone(),
                 clock: ConnectionClock::new(self.deadlines),
+                rewritten: None,
             };
             return Ok((
                 io,

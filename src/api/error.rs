@@ -292,6 +292,59 @@ pub async fn render_poem_error(err: poem::Error) -> Response {
     error.into_response()
 }
 
+/// hyper answers a few malformed requests itself, before poem sees them, with an empty body: a
+/// URI past 64 KiB (414), a header block too large (431), a request line or header that does
+/// not parse (400). The connection layer passes every response head it writes through this
+/// function; such an automatic answer (one of those statuses, `content-length: 0`, no
+/// `content-type`: provq's own errors always have one) comes back as the same status with an
+/// error body in the usual shape.
+pub fn rewrite_automatic_error(head: &[u8]) -> Option<Vec<u8>> {
+    // Cheap tests first: this sees every write of every connection.
+    if head.len() > 1024 || !head.starts_with(b"HTTP/1.1 4") || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let rest = text.strip_prefix("HTTP/1.1 ")?;
+    let (message, detail) = match rest.get(..4)? {
+        "400 " => (
+            "The request could not be parsed.",
+            "The request line or a header is not valid HTTP/1.1.",
+        ),
+        "414 " => (
+            "Request URI too long.",
+            "The path and query must be shorter; send long filters in a request body where the \
+             route takes one.",
+        ),
+        "431 " => (
+            "Request header fields too large.",
+            "The header block of a request is limited in size.",
+        ),
+        _ => return None,
+    };
+    let lines: Vec<&str> = text.trim_end().split("\r\n").collect();
+    let headers = &lines[1..];
+    let lower = |h: &&str| h.to_ascii_lowercase();
+    if !headers.iter().any(|h| lower(h) == "content-length: 0")
+        || headers
+            .iter()
+            .any(|h| lower(h).starts_with("content-type:"))
+    {
+        return None;
+    }
+    let body = serde_json::json!({"message": message, "detail": detail}).to_string();
+    let mut out = format!("{}\r\n", lines[0]);
+    for h in headers
+        .iter()
+        .filter(|h| !lower(h).starts_with("content-length:"))
+    {
+        out.push_str(h);
+        out.push_str("\r\n");
+    }
+    out.push_str("content-type: application/json; charset=utf-8\r\n");
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    Some(out.into_bytes())
+}
+
 fn plain(status: StatusCode, body: ErrorBody) -> Response {
     let mut response = Json(body).into_response();
     response.set_status(status);
@@ -354,6 +407,33 @@ mod tests {
                 !text.contains("secret_host") && !text.contains("pool") && !text.contains("sqlx"),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn hypers_automatic_errors_get_a_body_and_nothing_else_is_touched() {
+        let head = b"HTTP/1.1 414 URI Too Long\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let out = String::from_utf8(rewrite_automatic_error(head).unwrap()).unwrap();
+        let (top, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(top.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{top}");
+        assert!(
+            top.contains("connection: close") && top.contains("date: x"),
+            "{top}"
+        );
+        assert!(
+            top.contains(&format!("content-length: {}", body.len())),
+            "{top}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(json["message"], "Request URI too long.");
+        for untouched in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n",
+            b"HTTP/1.1 414 URI Too Long\r\ncontent-length: 0\r\n",
+            b"{\"message\":\"HTTP/1.1 414 \"}",
+        ] {
+            assert_eq!(rewrite_automatic_error(untouched), None);
         }
     }
 

@@ -68,7 +68,8 @@ backend_tests! {
         let (app, owner) = spawn_queue(backend).await;
         let id = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
         let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
-        let update = |logs: Value| app.worker(&format!("/jobs/{id}/update"), json!({"lease_token": lease, "logs": logs}));
+        let path = format!("/jobs/{id}/update");
+        let update = |logs: Value| app.worker(&path, json!({"lease_token": lease, "logs": logs}));
         // 1 MiB minus 10 bytes fit; the next 100 bytes do not, so the job overflows.
         let half = "x".repeat((1 << 19) - 5);
         for _ in 0..2 {

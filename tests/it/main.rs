@@ -8,6 +8,7 @@ mod authz_matrix;
 mod chaos;
 mod cli;
 mod dispatch;
+mod edges;
 mod entitlements;
 mod foundation;
 mod hardening;
