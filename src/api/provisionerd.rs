@@ -17,6 +17,7 @@ use super::job_views::{ProvisionerJobInput, ProvisionerJobMetadata};
 use super::state::AppState;
 use crate::domain::Validations;
 use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
+use crate::domain::limits::{self, check_chars};
 use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
 use crate::queue::acquire::acquire;
@@ -167,9 +168,10 @@ fn parse_logs(v: &mut Validations, logs: Option<Vec<LogLine>>) -> Vec<NewLog> {
             LogSource::parse(l.source.as_deref().unwrap_or("provisioner")),
         );
         let stage = l.stage.unwrap_or_default();
-        if stage.chars().count() > 256 {
-            v.push(field("stage"), "must be at most 256 characters");
-        }
+        v.check(
+            &field("stage"),
+            check_chars(&stage, limits::MAX_LOG_STAGE_CHARS),
+        );
         let Some(output) = l.output else {
             v.push(field("output"), "is required");
             continue;
@@ -207,7 +209,9 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let name = v.required("name", body.name, |n| {
             let len = n.chars().count();
-            if (1..=64).contains(&len) && !n.chars().any(char::is_control) {
+            if (1..=limits::MAX_DAEMON_NAME_CHARS).contains(&len)
+                && !n.chars().any(char::is_control)
+            {
                 Ok(n)
             } else {
                 Err("must be 1–64 characters without control characters".to_string())

@@ -36,8 +36,6 @@ pub const MAX_FULL_NAME_CHARS: usize = 128;
 pub const MAX_EMAIL_CHARS: usize = 254;
 /// Characters in a daemon's `name`.
 pub const MAX_DAEMON_NAME_CHARS: usize = 64;
-/// Characters in a daemon's `version`.
-pub const MAX_DAEMON_VERSION_CHARS: usize = 128;
 /// Characters in a log line's `stage`.
 pub const MAX_LOG_STAGE_CHARS: usize = 256;
 /// Bytes of a request's URI (path and query); longer ones are answered 414.
