@@ -63,6 +63,8 @@ struct Operation {
     segments: Vec<Segment>,
     query: BTreeSet<String>,
     nul_replaced: bool,
+    /// The JSON schema of the body, `$ref`s resolved, to name a field holding NUL.
+    body: Value,
 }
 
 impl Operation {
@@ -101,7 +103,12 @@ impl Operations {
                     continue;
                 };
                 let params = op["parameters"].as_array().cloned().unwrap_or_default();
-                ops.push(operation(method, &format!("{prefix}{path}"), &params));
+                let mut op_ = operation(method, &format!("{prefix}{path}"), &params);
+                let content = op["requestBody"]["content"].as_object();
+                if let Some(schema) = content.and_then(|c| c.values().next()) {
+                    op_.body = resolve(&doc, &schema["schema"], 0);
+                }
+                ops.push(op_);
             }
         }
         for (method, path) in UNDOCUMENTED {
@@ -118,6 +125,27 @@ impl Operations {
             .filter_map(|op| op.fit(segments).map(|fit| (fit, op)))
             .max_by_key(|(fit, _)| *fit)
             .map(|(_, op)| op)
+    }
+}
+
+/// `schema` with every `$ref` replaced by the component it names (bounded, for cycles).
+fn resolve(doc: &Value, schema: &Value, depth: usize) -> Value {
+    if depth > 8 {
+        return Value::Null;
+    }
+    if let Some(name) = schema["$ref"].as_str().and_then(|r| r.rsplit('/').next()) {
+        return resolve(doc, &doc["components"]["schemas"][name], depth + 1);
+    }
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), resolve(doc, v, depth + 1)))
+                .collect(),
+        ),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| resolve(doc, v, depth + 1)).collect())
+        }
+        other => other.clone(),
     }
 }
 
@@ -160,6 +188,7 @@ fn operation(method: Method, template: &str, params: &[Value]) -> Operation {
         segments,
         query,
         nul_replaced,
+        body: Value::Null,
     }
 }
 
@@ -213,7 +242,7 @@ impl<E: Endpoint> Endpoint for EdgeGuardEndpoint<E> {
                 return Ok(e.into_response());
             }
             if !op.nul_replaced
-                && let Err(e) = check_body(&mut req).await
+                && let Err(e) = check_body(&mut req, &op.body).await
             {
                 return Ok(e.into_response());
             }
@@ -351,7 +380,7 @@ fn unknown_detail(op: &Operation) -> String {
 }
 
 /// Refuses a JSON body with NUL in any string or key; the body is put back for the handler.
-async fn check_body(req: &mut Request) -> Result<(), ApiError> {
+async fn check_body(req: &mut Request, schema: &Value) -> Result<(), ApiError> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
     }
@@ -365,7 +394,7 @@ async fn check_body(req: &mut Request) -> Result<(), ApiError> {
         serde_json::from_slice::<Value>(&bytes)
             .map(|value| {
                 let mut paths = Vec::new();
-                find_nul(&value, "", &mut paths);
+                find_nul(&value, schema, "", &mut paths);
                 paths
             })
             .unwrap_or_default()
@@ -383,13 +412,20 @@ async fn check_body(req: &mut Request) -> Result<(), ApiError> {
     Err(ApiError::validation(v))
 }
 
-/// The paths (`metadata.template_name`, `logs[0].output`) of strings or keys holding NUL.
-fn find_nul(value: &Value, at: &str, out: &mut Vec<String>) {
+/// The fields (`metadata.template_name`, `logs[0].output`) holding NUL. Fields are what the
+/// `schema` names; a map or free-form value (`tags`) is one field, whatever its keys.
+fn find_nul(value: &Value, schema: &Value, at: &str, out: &mut Vec<String>) {
+    let named = schema["properties"].as_object();
     match value {
         Value::String(s) if s.contains('\0') => out.push(field_name(at)),
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                find_nul(item, &format!("{at}[{i}]"), out);
+                find_nul(item, &schema["items"], &format!("{at}[{i}]"), out);
+            }
+        }
+        Value::Object(_) if named.is_none() && !at.is_empty() => {
+            if contains_nul(value) {
+                out.push(field_name(at));
             }
         }
         Value::Object(map) => {
@@ -403,10 +439,20 @@ fn find_nul(value: &Value, at: &str, out: &mut Vec<String>) {
                 } else {
                     format!("{at}.{k}")
                 };
-                find_nul(item, &path, out);
+                let child = named.and_then(|n| n.get(k)).unwrap_or(&Value::Null);
+                find_nul(item, child, &path, out);
             }
         }
         _ => {}
+    }
+}
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
 }
 
@@ -484,8 +530,17 @@ mod tests {
             r#"{"metadata":{"template_name":"\u0000"},"logs":[{"output":"ok"},{"output":"a\u0000"}],"tags":{"k\u0000":"v"}}"#,
         )
         .unwrap();
+        let schema = serde_json::json!({"properties": {
+            "metadata": {"properties": {"template_name": {"type": "string"}}},
+            "logs": {"items": {"properties": {"output": {"type": "string"}}}},
+            "tags": {},
+        }});
         let mut out = Vec::new();
-        find_nul(&value, "", &mut out);
+        find_nul(&value, &schema, "", &mut out);
         assert_eq!(out, ["logs[1].output", "metadata.template_name", "tags"]);
+        let value: Value = serde_json::from_str(r#"{"tags":{"os":"a\u0000"}}"#).unwrap();
+        let mut out = Vec::new();
+        find_nul(&value, &schema, "", &mut out);
+        assert_eq!(out, ["tags"], "a map's keys are data, not field names");
     }
 }

@@ -315,7 +315,7 @@ backend_tests! {
         for (body, field) in [
             (r#"{"type":"workspace_build","metadata":{"template_name":"\u0000"}}"#, "metadata.template_name"),
             (r#"{"type":"workspace_build","input":{"error":"\u0000x"}}"#, "input.error"),
-            (r#"{"type":"workspace_build","tags":{"os":"lin\u0000ux"}}"#, "tags.os"),
+            (r#"{"type":"workspace_build","tags":{"os":"lin\u0000ux"}}"#, "tags"),
             (r#"{"type":"workspace_build","initiator":"\u0000"}"#, "initiator"),
         ] {
             let (status, answer) = enqueue(body).await;
