@@ -21,5 +21,6 @@ mod operator;
 mod organizations;
 mod reaper;
 mod secrets;
+mod shutdown;
 mod status_sql;
 mod users;
