@@ -205,3 +205,38 @@ async fn json_logs_carry_request_and_job_fields() {
     );
     let _ = Stdio::null();
 }
+
+/// Text log lines on a pipe or a file carry no colour escape codes (only a terminal gets them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_on_a_pipe_have_no_colour_codes() {
+    let (_db, url) = TestDatabase::create(Backend::Sqlite).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = provq(home.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--prometheus-listen",
+        "",
+        "--database-url",
+        &url,
+    ])
+    .env("PROVQ_LOG_FORMAT", "text")
+    .env("RUST_LOG", "info")
+    .env_remove("NO_COLOR");
+    let mut server = ServeProcess::start(cmd);
+    let resp = http_client()
+        .get(format!("{}/api/v2/buildinfo", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stderr = server.child.stderr.take().unwrap();
+    assert_eq!(server.terminate().code(), Some(0));
+    let text = std::io::read_to_string(stderr).unwrap();
+    assert!(text.contains("request"), "no request line in {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in piped logs: {text:?}"
+    );
+}
