@@ -54,7 +54,7 @@ impl Reaper {
                 "job reaped: {}",
                 job.error
             );
-            self.metrics.job_reaped(job.reason.as_str());
+            self.metrics.job_reaped(job);
             self.wakeups.job_event(job.id);
         }
         Ok(reaped)
