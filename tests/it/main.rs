@@ -7,6 +7,7 @@ mod license_keys;
 mod authz_matrix;
 mod chaos;
 mod cli;
+mod cross_site;
 mod dispatch;
 mod entitlements;
 mod foundation;
