@@ -69,6 +69,8 @@ pub struct ReaperSettings {
     pub hung_after_secs: u64,
     pub pending_after_secs: u64,
     pub max_jobs_per_run: u64,
+    /// Daemons not seen for this long are deleted (Coder purges after 7 days).
+    pub daemon_purge_after_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -102,6 +104,8 @@ pub struct RequestLimitSettings {
     pub idle_timeout_secs: u64,
     /// Concurrent `/provisionerd/acquire` long-polls per daemon credential (key, PSK or session).
     pub long_polls_per_credential: u64,
+    /// Daemons one organization may have registered; a new daemon past it is refused (409).
+    pub daemons_per_organization: u64,
 }
 
 impl Default for Settings {
@@ -146,6 +150,7 @@ impl Default for ReaperSettings {
             hung_after_secs: 300,
             pending_after_secs: 1800,
             max_jobs_per_run: 10,
+            daemon_purge_after_secs: 7 * 24 * 60 * 60,
         }
     }
 }
@@ -167,6 +172,7 @@ impl Default for RequestLimitSettings {
             body_read_timeout_secs: 30,
             idle_timeout_secs: 120,
             long_polls_per_credential: 32,
+            daemons_per_organization: 1000,
         }
     }
 }
@@ -265,6 +271,7 @@ impl Settings {
             ("reaper.hung_after_secs", r.hung_after_secs),
             ("reaper.pending_after_secs", r.pending_after_secs),
             ("reaper.max_jobs_per_run", r.max_jobs_per_run),
+            ("reaper.daemon_purge_after_secs", r.daemon_purge_after_secs),
             (
                 "rate_limit.login_per_minute",
                 self.rate_limit.login_per_minute,
@@ -282,6 +289,10 @@ impl Settings {
             (
                 "limits.long_polls_per_credential",
                 self.limits.long_polls_per_credential,
+            ),
+            (
+                "limits.daemons_per_organization",
+                self.limits.daemons_per_organization,
             ),
         ] {
             if value == 0 {
@@ -363,6 +374,8 @@ mod tests {
             "body_read_timeout_secs",
             "idle_timeout_secs",
             "long_polls_per_credential",
+            "daemon_purge_after_secs",
+            "daemons_per_organization",
         ] {
             assert!(
                 text.contains(key),

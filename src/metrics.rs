@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::domain::job::JobStatus;
 use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
-use crate::store::jobs::status_of;
+use crate::store::jobs::{ReapedJob, status_of};
 use crate::store::{Store, StoreResult};
 
 /// How long database gauges are reused between scrapes.
@@ -159,12 +159,16 @@ impl Metrics {
         }
     }
 
-    /// The reaper failed a job.
-    pub fn job_reaped(&self, reason: &str) {
-        self.reaped.with_label_values(&[reason]).inc();
-        self.jobs_finished
-            .with_label_values(&[JobStatus::Failed.as_str()])
-            .inc();
+    /// The reaper failed a job; a running one also ran until then, like any failed job.
+    pub fn job_reaped(&self, job: &ReapedJob) {
+        self.reaped.with_label_values(&[job.reason.as_str()]).inc();
+        let failed = JobStatus::Failed.as_str();
+        self.jobs_finished.with_label_values(&[failed]).inc();
+        if let Some(started) = job.started_at {
+            self.run_seconds
+                .with_label_values(&[failed])
+                .observe(seconds(job.completed_at - started));
+        }
     }
 
     /// The exposition text, refreshing the database gauges if they are older than `GAUGE_TTL`.

@@ -6,9 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use poem::Server;
+use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
+use poem::{Endpoint, IntoResponse, Request, Response, Server};
+use poem_openapi::payload::Json;
 
+use crate::api::error::{ApiError, ErrorBody};
 use crate::api::{self, AppState};
 use crate::config::Settings;
 use crate::domain::license::LicenseKeys;
@@ -22,7 +25,13 @@ use crate::slow_clients::Deadlines;
 use crate::store::Store;
 
 /// How long in-flight requests get to finish after a shutdown signal.
-const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(8);
+const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(7);
+
+/// When a shutdown must be over: the in-flight requests' time, then up to
+/// [`crate::entitlements::STOP_TIMEOUT`] to stop the background loops and remove this replica's
+/// row, and some slack. Past it the process exits at once (see [`crate::shutdown::on_termination`]),
+/// so a shutdown never takes more than 10 s.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9_500);
 
 pub struct Application {
     state: AppState,
@@ -142,7 +151,10 @@ impl Application {
                 }
             });
         }
-        let app = api::app(self.state.clone());
+        let app = RefuseWhileDraining {
+            inner: api::app(self.state.clone()),
+            shutdown: internal.clone(),
+        };
         let signal = shutdown.clone();
         let on_signal = internal.clone();
         let result = Server::new_with_acceptor(self.acceptor)
@@ -159,6 +171,31 @@ impl Application {
         shutdown.cancel();
         entitlements.stop().await;
         Ok(result?)
+    }
+}
+
+/// Answers a request that starts after the shutdown began with 503 in the error shape (with
+/// `Retry-After`, so clients and balancers retry elsewhere or later) instead of starting work
+/// the process may not live to finish. Requests already running are not affected.
+struct RefuseWhileDraining {
+    inner: BoxEndpoint<'static>,
+    shutdown: Shutdown,
+}
+
+/// The message of that 503.
+pub const SHUTTING_DOWN_MESSAGE: &str = "The server is shutting down; retry shortly.";
+
+impl Endpoint for RefuseWhileDraining {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if !self.shutdown.is_cancelled() {
+            return self.inner.call(req).await;
+        }
+        let body = ErrorBody::new(SHUTTING_DOWN_MESSAGE).with_detail(
+            "This replica stopped taking new requests; another replica or its restart will.",
+        );
+        Ok(ApiError::ServiceUnavailable(Json(body), "1".into()).into_response())
     }
 }
 

@@ -1,10 +1,14 @@
 //! How provisioner daemons authenticate: a provisioner key (organization and tags come from the
 //! key), the deployment's pre-shared key, or an owner's session token.
 
-use poem::{FromRequest, Request, RequestBody};
+use poem::{Request, RequestBody};
+use poem_openapi::registry::Registry;
+use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use uuid::{Uuid, uuid};
 
-use super::auth::{Caller, presented_token};
+use super::auth::{
+    Caller, SESSION_SCHEMES, api_key_scheme, presented_token, register_session_schemes,
+};
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::secrets::constant_time_eq;
@@ -12,6 +16,10 @@ use crate::entity::provisioner_key;
 
 pub const KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
 pub const PSK_HEADER: &str = "Coder-Provisioner-Daemon-PSK";
+
+/// The OpenAPI security schemes of the two daemon credentials.
+pub const KEY_SCHEME: &str = "ProvisionerDaemonKey";
+pub const PSK_SCHEME: &str = "ProvisionerDaemonPSK";
 
 /// Key ids daemons show when they did not use a provisioner key (as in Coder).
 pub const USER_AUTH_KEY_ID: Uuid = uuid!("00000000-0000-0000-0000-000000000002");
@@ -61,8 +69,43 @@ pub fn builtin_key_name(key_id: Option<Uuid>) -> Option<&'static str> {
     }
 }
 
-impl<'a> FromRequest<'a> for DaemonAuth {
-    async fn from_request(req: &'a Request, body: &mut RequestBody) -> poem::Result<Self> {
+impl<'a> ApiExtractor<'a> for DaemonAuth {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::SecurityScheme];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        registry.create_security_scheme(
+            KEY_SCHEME,
+            api_key_scheme(
+                KEY_HEADER,
+                "header",
+                "A provisioner key (organization and tags come from the key).",
+            ),
+        );
+        registry.create_security_scheme(
+            PSK_SCHEME,
+            api_key_scheme(
+                PSK_HEADER,
+                "header",
+                "The deployment's pre-shared key (provisioner.daemon_psk).",
+            ),
+        );
+        register_session_schemes(registry);
+    }
+
+    /// A provisioner key, the PSK, or an owner's session token.
+    fn security_schemes() -> Vec<&'static str> {
+        let mut schemes = vec![KEY_SCHEME, PSK_SCHEME];
+        schemes.extend(SESSION_SCHEMES);
+        schemes
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        _body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
         let state = req
             .data::<AppState>()
             .expect("AppState is attached to every route");
@@ -90,7 +133,7 @@ impl<'a> FromRequest<'a> for DaemonAuth {
             ))
             .into());
         }
-        let caller = Caller::from_request(req, body).await?;
+        let caller = Caller::from_request_without_body(req).await?;
         if !caller.is_owner() {
             return Err(ApiError::forbidden()
                 .with_detail("Only owners may run provisioner daemons with a session token.")

@@ -64,19 +64,24 @@ pub struct ProvisionerJobInput {
 /// Names shown to people: which template and workspace the job belongs to.
 #[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
-#[oai(default)]
 pub struct ProvisionerJobMetadata {
+    // Defaults field by field: a struct-level default documents `"default": null` for the
+    // optional UUIDs, which OpenAPI 3.0 forbids on non-nullable fields.
+    #[oai(default)]
     pub template_version_name: String,
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_id: Option<Uuid>,
+    #[oai(default)]
     pub template_name: String,
+    #[oai(default)]
     pub template_display_name: String,
+    #[oai(default)]
     pub template_icon: String,
     #[oai(skip_serializing_if_is_none)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workspace_id: Option<Uuid>,
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(skip_serializing_if_is_empty, default)]
     #[serde(skip_serializing_if = "String::is_empty")]
     pub workspace_name: String,
 }

@@ -131,7 +131,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
     let spec = service.spec_endpoint();
     let swagger = service.swagger_ui();
     Route::new()
-        .at("/healthz", healthz)
+        .at("/healthz", poem::get(healthz))
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)

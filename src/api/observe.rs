@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use poem::PathPattern;
+use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use super::state::AppState;
@@ -54,9 +55,26 @@ fn template(pattern: &str) -> String {
     documented_routes().get(&key).cloned().unwrap_or(key)
 }
 
+/// The `method` label: the standard methods by name, anything else (`BREW`, `FOO`) as `other`,
+/// so a client cannot create series at will.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
+    }
+}
+
 pub async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Response> {
     let state = req.data::<AppState>().cloned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let request_id = random_secret(12);
     let started = Instant::now();
     let result = next.call(req).await.map(IntoResponse::into_response);
@@ -73,12 +91,12 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
         state
             .metrics
             .http_requests
-            .with_label_values(&[&method, &route, &code])
+            .with_label_values(&[method, &route, &code])
             .inc();
         state
             .metrics
             .http_duration
-            .with_label_values(&[&method, &route])
+            .with_label_values(&[method, &route])
             .observe(elapsed.as_secs_f64());
     }
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
@@ -106,5 +124,15 @@ mod tests {
             "/api/v2/organizations/{organization}/provisionerjobs/{job}"
         );
         assert_eq!(super::template("/healthz"), "/healthz");
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        use poem::http::Method;
+        assert_eq!(super::method_label(&Method::PATCH), "PATCH");
+        assert_eq!(
+            super::method_label(&Method::from_bytes(b"BREW").unwrap()),
+            "other"
+        );
     }
 }

@@ -5,8 +5,8 @@ use migration::{Migrator, MigratorTrait};
 
 use super::ServerArgs;
 use crate::config::{Overrides, Settings};
-use crate::shutdown::{Shutdown, termination_signal};
-use crate::startup::Application;
+use crate::shutdown::{Shutdown, on_termination};
+use crate::startup::{Application, SHUTDOWN_DEADLINE};
 use crate::store::Store;
 use crate::telemetry;
 
@@ -54,13 +54,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init(settings.log_format);
     let app = Application::build(settings).await?;
     let shutdown = Shutdown::new();
-    let on_signal = shutdown.clone();
-    let signal = termination_signal()?;
-    tokio::spawn(async move {
-        signal.await;
-        tracing::info!("shutdown signal received; finishing in-flight requests");
-        on_signal.cancel();
-    });
+    on_termination(shutdown.clone(), SHUTDOWN_DEADLINE)?;
     announce(&format!("listening on http://{}", app.local_addr()));
     if let Some(addr) = app.metrics_addr() {
         announce(&format!("metrics on http://{addr}/metrics"));

@@ -29,6 +29,9 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(10 * 60);
 /// Rows of replicas gone for this long are deleted when a replica starts.
 const FORGET_REPLICAS_AFTER: chrono::Duration = chrono::Duration::days(1);
 
+/// The most [`Entitlements::stop`] takes at shutdown.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `refresh-entitlements` may be forced at most this often per replica (as in Coder).
 pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(60);
 
@@ -131,20 +134,24 @@ impl Entitlements {
         Ok(())
     }
 
-    /// After shutdown: waits for the loops, then marks this replica stopped so the others stop
-    /// counting it at once.
+    /// After shutdown: waits for the loops, then removes this replica's row so the others (and
+    /// this replica's successor) stop counting it at once. Bounded by [`STOP_TIMEOUT`] in all:
+    /// a database that does not answer leaves the row to age out of [`LIVE_WINDOW`] instead.
     pub async fn stop(&self) {
         let background = self.inner.background.lock().expect("not poisoned").take();
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
         if let Some(handle) = background {
-            let _ = tokio::time::timeout(Duration::from_secs(2), handle).await;
+            let _ = tokio::time::timeout_at(deadline, handle).await;
         }
-        if let Err(e) = self
-            .inner
-            .store
-            .stop_replica(self.replica_id(), now())
-            .await
-        {
-            tracing::warn!(error = %e, "cannot mark this replica stopped; it ages out instead");
+        let removed =
+            tokio::time::timeout_at(deadline, self.inner.store.remove_replica(self.replica_id()))
+                .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot remove this replica's row; it ages out instead")
+            }
+            Err(_) => tracing::warn!("removing this replica's row timed out; it ages out instead"),
         }
     }
 

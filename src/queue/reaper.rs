@@ -1,5 +1,6 @@
 //! The reaper: fails running jobs that stopped reporting and pending jobs nobody picked up, so
-//! nothing waits forever.
+//! nothing waits forever, and deletes daemons gone for `daemon_purge_after_secs`, so the
+//! registry does not grow forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub struct Reaper {
     metrics: Arc<Metrics>,
     policy: ReapPolicy,
     interval: Duration,
+    daemon_purge_after: chrono::Duration,
 }
 
 impl Reaper {
@@ -29,7 +31,8 @@ impl Reaper {
         metrics: Arc<Metrics>,
         settings: &ReaperSettings,
     ) -> Self {
-        let secs = |s: u64| chrono::Duration::seconds(s.min(i64::MAX as u64) as i64);
+        // At most a century, so `at - after` can never overflow.
+        let secs = |s: u64| chrono::Duration::seconds(s.min(100 * 365 * 24 * 3600) as i64);
         Self {
             store,
             wakeups,
@@ -40,6 +43,7 @@ impl Reaper {
                 max_jobs: settings.max_jobs_per_run,
             },
             interval: Duration::from_secs(settings.interval_secs),
+            daemon_purge_after: secs(settings.daemon_purge_after_secs),
         }
     }
 
@@ -54,10 +58,26 @@ impl Reaper {
                 "job reaped: {}",
                 job.error
             );
-            self.metrics.job_reaped(job.reason.as_str());
+            self.metrics.job_reaped(job);
             self.wakeups.job_event(job.id);
         }
         Ok(reaped)
+    }
+
+    /// Deletes the daemons not seen for `daemon_purge_after_secs` as if the time were `at`.
+    pub async fn purge_daemons(&self, at: DateTime<Utc>) -> StoreResult<u64> {
+        let purged = self
+            .store
+            .purge_daemons(at - self.daemon_purge_after)
+            .await?;
+        if purged > 0 {
+            tracing::info!(
+                purged,
+                "daemons not seen for {} s removed",
+                self.daemon_purge_after.num_seconds()
+            );
+        }
+        Ok(purged)
     }
 
     /// Runs every `interval_secs` until shutdown.
@@ -69,8 +89,13 @@ impl Reaper {
                 () = shutdown.cancelled() => return,
                 _ = ticker.tick() => {}
             }
-            match self.run_once(crate::domain::now()).await {
-                Ok(_) => {}
+            let at = crate::domain::now();
+            let pass = match self.run_once(at).await {
+                Ok(_) => self.purge_daemons(at).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match pass {
+                Ok(()) => {}
                 // A busy or restarting database passes; the next tick tries again.
                 Err(StoreError::Database(db)) if unavailability(&db).is_some() => {
                     tracing::warn!(error = %db, "reaper pass skipped: the database is unavailable; will retry");

@@ -7,11 +7,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
 use uuid::Uuid;
 
 use super::jobs::status_of;
-use super::{Store, StoreResult};
+use super::{Store, StoreError, StoreResult};
 use crate::domain::job::{JobStatus, Provisioner};
 use crate::domain::now;
 use crate::domain::tags::Tags;
@@ -93,6 +95,8 @@ const SEEN_CAPACITY: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct SeenDaemons {
     every: std::time::Duration,
+    /// Most daemons an organization may have registered (`limits.daemons_per_organization`).
+    cap: u64,
     touched: Mutex<HashMap<Uuid, Instant>>,
     registered: Mutex<HashMap<(Uuid, String, String), Registered>>,
 }
@@ -114,9 +118,24 @@ impl SeenDaemons {
     pub(crate) fn new(stale_after: std::time::Duration) -> Self {
         Self {
             every: (stale_after / 10).min(std::time::Duration::from_secs(1)),
+            cap: u64::MAX,
             touched: Mutex::default(),
             registered: Mutex::default(),
         }
+    }
+
+    /// Caps registrations per organization (see [`Store::register_daemon`]).
+    pub(crate) fn with_cap(mut self, cap: u64) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// Whether this replica registered that daemon before (so it exists unless purged since).
+    fn known(&self, reg: &DaemonRegistration) -> bool {
+        self.registered
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&registration_key(reg))
     }
 
     /// Whether the daemon's liveness is due for a write; if so, counts it as written now.
@@ -192,9 +211,14 @@ impl Store {
 impl Store {
     /// Creates or refreshes a daemon, unique per organization, name and owner tag. An identical
     /// registration moments after the last one is answered from memory (see [`SeenDaemons`]).
+    /// A new daemon in an organization that has `limits.daemons_per_organization` already is
+    /// refused with a conflict; existing daemons keep working.
     pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {
         if let Some(row) = self.seen.recent(&reg) {
             return Ok(row);
+        }
+        if !self.seen.known(&reg) {
+            self.check_room_for_daemon(&reg).await?;
         }
         let remembered = reg.clone();
         let at = now();
@@ -321,6 +345,49 @@ impl Store {
             .order_by_asc(daemon::Column::CreatedAt)
             .all(self.connection())
             .await?)
+    }
+}
+
+impl Store {
+    /// `Err(Conflict)` when `reg` would be a new daemon in an organization at its cap. Concurrent
+    /// first registrations may pass together, so the cap can be exceeded by the few of them.
+    async fn check_room_for_daemon(&self, reg: &DaemonRegistration) -> StoreResult<()> {
+        let db = self.connection();
+        let in_org = daemon::Column::OrganizationId.eq(reg.organization_id);
+        let exists = daemon::Entity::find()
+            .filter(in_org.clone())
+            .filter(daemon::Column::Name.eq(reg.name.as_str()))
+            .filter(daemon::Column::OwnerTag.eq(reg.tags.owner()))
+            .count(db)
+            .await?
+            > 0;
+        if exists {
+            return Ok(());
+        }
+        let registered = daemon::Entity::find().filter(in_org).count(db).await?;
+        if registered < self.seen.cap {
+            return Ok(());
+        }
+        Err(StoreError::conflict(
+            format!(
+                "This organization has {registered} provisioner daemons registered, the most \
+                 allowed (limits.daemons_per_organization = {}). Daemons not seen for \
+                 reaper.daemon_purge_after_secs are removed; reuse a daemon name or ask an \
+                 operator to raise the limit.",
+                self.seen.cap
+            ),
+            Some("name"),
+        ))
+    }
+
+    /// Deletes daemons not seen since `before` (the reaper's purge); returns how many. Their
+    /// jobs keep the worker id.
+    pub async fn purge_daemons(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let result = daemon::Entity::delete_many()
+            .filter(daemon::Column::LastSeenAt.lt(before))
+            .exec(self.connection())
+            .await?;
+        Ok(result.rows_affected)
     }
 }
 

@@ -159,7 +159,10 @@ impl Store {
         let claims = jobs::ClaimBatcher::new(db.get_database_backend());
         Ok(Self {
             db,
-            seen: std::sync::Arc::new(daemons::SeenDaemons::new(stale_after)),
+            seen: std::sync::Arc::new(
+                daemons::SeenDaemons::new(stale_after)
+                    .with_cap(settings.limits.daemons_per_organization),
+            ),
             default_org: Default::default(),
             claims: std::sync::Arc::new(claims),
         })

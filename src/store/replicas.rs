@@ -2,7 +2,6 @@
 //! count how many are live (what the `high_availability` entitlement is about).
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use uuid::Uuid;
@@ -37,12 +36,9 @@ impl Store {
         Ok(())
     }
 
-    /// Marks replica `id` stopped, so the others stop counting it at once.
-    pub async fn stop_replica(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
-        replica::Entity::update_many()
-            .col_expr(replica::Column::StoppedAt, Expr::value(Some(at)))
-            .col_expr(replica::Column::UpdatedAt, Expr::value(at))
-            .filter(replica::Column::Id.eq(id))
+    /// Removes replica `id` at a clean exit, so no replica counts it any more.
+    pub async fn remove_replica(&self, id: Uuid) -> StoreResult<()> {
+        replica::Entity::delete_by_id(id)
             .exec(self.connection())
             .await?;
         Ok(())

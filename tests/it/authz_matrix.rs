@@ -220,7 +220,39 @@ backend_tests! {
         let stale: Vec<_> = table.keys().filter(|op| !documented.contains(**op)).collect();
         assert!(stale.is_empty(), "rows for operations that no longer exist: {stale:?}");
 
-        let mut wrong = Vec::new();
+        let mut wrong = security_disagreements(&doc, &table);
+
+        // The owner's session as a cookie, sent by a form on another site: every operation that
+        // can change something is refused (first, so a failure cannot disturb the rows below).
+        for op in table.keys() {
+            let (method, template) = op.split_once(' ').unwrap();
+            let unsafe_method = method != "GET";
+            let path = template
+                .replace("{organization}", "default")
+                .replace("{job}", &job_a)
+                .replace("{user}", "me")
+                .replace("{name}", "matrix-key")
+                .replace("{id}", &spare["id"].to_string());
+            let resp = app
+                .http
+                .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}/api/v2{path}", app.base))
+                .header("Cookie", format!("coder_session_token={owner}"))
+                .header("Origin", "https://evil.example")
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .body("a=1")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            let needs_session = table[op][0] == "401";
+            if unsafe_method && needs_session && status != StatusCode::FORBIDDEN {
+                wrong.push(format!("{op} by cookie from another site: expected 403, got {status}"));
+            }
+            if !unsafe_method && status == StatusCode::FORBIDDEN {
+                wrong.push(format!("{op} by cookie from another site: a read is not refused, got {status}"));
+            }
+        }
+
         // The owner goes last (its calls succeed), and logout ends each persona's row.
         for (persona, who) in personas.iter().zip(PERSONAS) {
             let idx = PERSONAS.iter().position(|p| *p == who).unwrap();
@@ -254,4 +286,51 @@ backend_tests! {
         }
         assert!(wrong.is_empty(), "{} cells disagree:\n{}", wrong.len(), wrong.join("\n"));
     }
+}
+
+/// The document's `security` must say what the matrix shows: an operation anonymous callers get
+/// 401 from lists the session schemes (and the daemon schemes when a PSK is accepted); an open
+/// one lists none. Every scheme named is declared.
+fn security_disagreements(doc: &Value, table: &BTreeMap<&str, Vec<&str>>) -> Vec<String> {
+    let declared = &doc["components"]["securitySchemes"];
+    let mut wrong = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let key = format!("{} {path}", method.to_uppercase());
+            let Some(cells) = table.get(key.as_str()) else {
+                continue;
+            };
+            let schemes: BTreeSet<&str> = op["security"]
+                .as_array()
+                .map(|alternatives| {
+                    alternatives
+                        .iter()
+                        .flat_map(|a| a.as_object().unwrap().keys().map(String::as_str))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut expected = BTreeSet::new();
+            if cells[0] == "401" {
+                expected.extend([
+                    "CoderSessionToken",
+                    "CoderSessionTokenCookie",
+                    "CoderSessionTokenQuery",
+                ]);
+            }
+            if cells[5] == "open" && cells[0] == "401" {
+                expected.extend(["ProvisionerDaemonKey", "ProvisionerDaemonPSK"]);
+            }
+            if schemes != expected {
+                wrong.push(format!(
+                    "{key}: security {schemes:?}, expected {expected:?}"
+                ));
+            }
+            for scheme in &schemes {
+                if !declared[*scheme].is_object() {
+                    wrong.push(format!("{key}: scheme {scheme} is not declared"));
+                }
+            }
+        }
+    }
+    wrong
 }

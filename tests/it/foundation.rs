@@ -127,3 +127,30 @@ fn the_openapi_document_matches_its_snapshot() {
         "the OpenAPI document changed; review it and run with UPDATE_SNAPSHOTS=1 to accept"
     );
 }
+
+// The served document passes a real validator (`openapi-spec-validator` from PyPI, which
+// `.ci/run` installs). Without it on PATH the test says so and passes, except under CI.
+backend_tests! {
+    async fn the_served_openapi_document_passes_openapi_spec_validator(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let text = app.http.get(format!("{}/api/v2/openapi.json", app.base)).send().await.unwrap().text().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openapi.json");
+        std::fs::write(&file, &text).unwrap();
+        let run = std::process::Command::new("openapi-spec-validator").arg(&file).output();
+        let out = match run {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+                eprintln!("openapi-spec-validator is not installed (pip install openapi-spec-validator); not validated");
+                return;
+            }
+            Err(e) => panic!("cannot run openapi-spec-validator: {e}"),
+        };
+        let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "the served OpenAPI document is invalid:\n{report}");
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for scheme in ["CoderSessionToken", "CoderSessionTokenCookie", "CoderSessionTokenQuery", "ProvisionerDaemonKey", "ProvisionerDaemonPSK"] {
+            assert_eq!(doc["components"]["securitySchemes"][scheme]["type"], "apiKey", "{scheme}");
+        }
+    }
+}

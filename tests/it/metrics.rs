@@ -132,7 +132,8 @@ backend_tests! {
         assert_eq!(get(&m, "provq_reaper_jobs_reaped_total{reason=hung}"), 1.0);
         assert_eq!(get(&m, "provq_provisioner_job_queue_wait_seconds_count{}"), 4.0);
         assert_eq!(get(&m, "provq_provisioner_job_run_seconds_count{status=succeeded}"), 1.0);
-        assert_eq!(get(&m, "provq_provisioner_job_run_seconds_count{status=failed}"), 1.0);
+        // The reaped job ran too: its run time counts like the daemon-reported failure's.
+        assert_eq!(get(&m, "provq_provisioner_job_run_seconds_count{status=failed}"), 2.0);
         assert_eq!(
             get(&m, "provq_http_requests_total{code=201,method=POST,route=/api/v2/organizations/{organization}/provisionerjobs}"),
             7.0
@@ -204,4 +205,67 @@ async fn json_logs_carry_request_and_job_fields() {
         "the password never appears in logs"
     );
     let _ = Stdio::null();
+}
+
+/// Text log lines on a pipe or a file carry no colour escape codes (only a terminal gets them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_on_a_pipe_have_no_colour_codes() {
+    let (_db, url) = TestDatabase::create(Backend::Sqlite).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = provq(home.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--prometheus-listen",
+        "",
+        "--database-url",
+        &url,
+    ])
+    .env("PROVQ_LOG_FORMAT", "text")
+    .env("RUST_LOG", "info")
+    .env_remove("NO_COLOR");
+    let mut server = ServeProcess::start(cmd);
+    let resp = http_client()
+        .get(format!("{}/api/v2/buildinfo", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let stderr = server.child.stderr.take().unwrap();
+    assert_eq!(server.terminate().code(), Some(0));
+    let text = std::io::read_to_string(stderr).unwrap();
+    assert!(text.contains("request"), "no request line in {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in piped logs: {text:?}"
+    );
+}
+
+backend_tests! {
+    async fn unknown_methods_count_as_other_and_healthz_takes_only_get_and_head(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |s| s.prometheus.listen = "127.0.0.1:0".into()).await;
+        let brew = reqwest::Method::from_bytes(b"BREW").unwrap();
+        let resp = app.http.request(brew.clone(), format!("{}/healthz", app.base)).send().await.unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or_default();
+        assert_error(status, &body, StatusCode::METHOD_NOT_ALLOWED);
+        for method in [reqwest::Method::POST, reqwest::Method::DELETE] {
+            let resp = app.http.request(method, format!("{}/healthz", app.base)).send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let resp = app.http.head(format!("{}/healthz", app.base)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        for i in 0..3 {
+            let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).unwrap();
+            app.http.request(method, format!("{}/api/v2/buildinfo", app.base)).send().await.unwrap();
+        }
+        let (text, m) = scrape(&app).await;
+        assert!(!text.contains("BREW"), "a client-chosen method became a label:\n{text}");
+        assert_eq!(get(&m, "provq_http_requests_total{code=405,method=other,route=/healthz}"), 1.0);
+        assert_eq!(get(&m, "provq_http_requests_total{code=405,method=POST,route=/healthz}"), 1.0);
+        assert_eq!(get(&m, "provq_http_requests_total{code=200,method=HEAD,route=/healthz}"), 1.0);
+        let other: f64 = m.iter().filter(|(k, _)| k.starts_with("provq_http_requests_total{") && k.contains("method=other")).map(|(_, v)| v).sum();
+        assert_eq!(other, 4.0, "every unknown method is counted, as `other`");
+    }
 }

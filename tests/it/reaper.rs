@@ -16,7 +16,7 @@ backend_tests! {
         let running = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
         let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
         let pending = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"nobody": "runs-this"}})).await["id"].as_str().unwrap().to_string();
-        let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 300, pending_after_secs: 1800, max_jobs_per_run: 10 };
+        let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 300, pending_after_secs: 1800, max_jobs_per_run: 10, ..Default::default() };
         let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
 
         // Nothing is old enough yet.
@@ -50,12 +50,50 @@ backend_tests! {
         assert!(reaper.run_once(later).await.unwrap().is_empty());
     }
 
+    async fn daemons_not_seen_for_the_purge_time_are_removed(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        for name in ["gone", "fresh"] {
+            assert!(app.acquire(name, json!({}), 0).await.is_none());
+        }
+        set_last_seen(&app, "gone", provq::domain::now() - Duration::days(8)).await;
+        set_last_seen(&app, "fresh", provq::domain::now() - Duration::days(6)).await;
+        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        assert_eq!(app.state.settings.reaper.daemon_purge_after_secs, 7 * 24 * 3600);
+        assert_eq!(reaper.purge_daemons(provq::domain::now()).await.unwrap(), 1);
+        assert_eq!(daemon_names(&app, &owner).await, vec!["fresh".to_string()]);
+        assert_eq!(reaper.purge_daemons(provq::domain::now()).await.unwrap(), 0);
+    }
+
+    async fn registrations_past_the_cap_are_refused_until_old_daemons_are_purged(backend: Backend) {
+        let (app, owner) = spawn_queue_with(backend, |s| s.limits.daemons_per_organization = 3).await;
+        for name in ["d0", "d1", "d2"] {
+            assert!(app.acquire(name, json!({}), 0).await.is_none());
+        }
+        let refused = |name: &'static str| {
+            let app = &app;
+            async move { app.worker("/acquire", json!({"name": name, "wait_seconds": 0})).await }
+        };
+        let (status, body) = refused("d3").await;
+        assert_error(status, &body, StatusCode::CONFLICT);
+        assert!(body["message"].as_str().unwrap().contains("limits.daemons_per_organization = 3"), "{body}");
+        assert_eq!(validation_fields(&body), vec!["name"]);
+        assert_eq!(daemon_names(&app, &owner).await.len(), 3, "nothing was registered");
+        // Daemons already registered keep working.
+        assert!(app.acquire("d1", json!({}), 0).await.is_none());
+        // Once one is purged there is room again.
+        set_last_seen(&app, "d0", provq::domain::now() - Duration::days(8)).await;
+        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        assert_eq!(reaper.purge_daemons(provq::domain::now()).await.unwrap(), 1);
+        assert!(app.acquire("d3", json!({}), 0).await.is_none());
+        assert_eq!(daemon_names(&app, &owner).await, vec!["d1", "d2", "d3"]);
+    }
+
     async fn a_heartbeat_keeps_a_job_from_being_reaped_and_runs_are_bounded(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         for _ in 0..3 {
             app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         }
-        let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 60, pending_after_secs: 60, max_jobs_per_run: 2 };
+        let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 60, pending_after_secs: 60, max_jobs_per_run: 2, ..Default::default() };
         let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
         let at = provq::domain::now() + Duration::seconds(90);
         assert_eq!(reaper.run_once(at).await.unwrap().len(), 2, "max_jobs_per_run bounds a pass");
@@ -92,4 +130,30 @@ async fn the_reaper_loop_fails_a_hung_job_by_itself() {
         || async move { app_ref.status_of(owner_ref, id_ref).await == "failed" },
     )
     .await;
+}
+
+async fn set_last_seen(app: &TestApp, name: &str, at: chrono::DateTime<chrono::Utc>) {
+    use provq::entity::provisioner_daemon;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    provisioner_daemon::Entity::update_many()
+        .col_expr(provisioner_daemon::Column::LastSeenAt, Expr::value(at))
+        .filter(provisioner_daemon::Column::Name.eq(name))
+        .exec(app.state.store.connection())
+        .await
+        .unwrap();
+}
+
+async fn daemon_names(app: &TestApp, owner: &str) -> Vec<String> {
+    let (status, daemons) = app
+        .get("/organizations/default/provisionerdaemons", Some(owner))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{daemons}");
+    let mut names: Vec<String> = daemons
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
 }

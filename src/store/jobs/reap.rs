@@ -32,6 +32,9 @@ pub struct ReapedJob {
     pub organization_id: Uuid,
     pub reason: ReapReason,
     pub error: String,
+    /// When the job was acquired (running jobs only): its run time ends at `completed_at`.
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: DateTime<Utc>,
 }
 
 /// Limits the reaper works with.
@@ -119,6 +122,8 @@ impl Store {
                 organization_id: job.organization_id,
                 reason,
                 error,
+                started_at: job.started_at,
+                completed_at: at,
             });
         }
         txn.commit().await?;
