@@ -306,6 +306,30 @@ impl TestApp {
         job
     }
 
+    /// Waits until every daemon in `names` is registered. An acquire registers its daemon just
+    /// before it claims and waits, so a long-polling daemon listed here is waiting (or about to).
+    pub async fn until_daemons_listed(&self, token: &str, names: &[&str]) {
+        eventually(
+            Duration::from_secs(20),
+            "the daemons registered",
+            || async {
+                let (status, daemons) = self
+                    .get(
+                        &format!("/organizations/{DEFAULT_ORG}/provisionerdaemons"),
+                        Some(token),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{daemons}");
+                let listed: Vec<&str> = daemons
+                    .as_array()
+                    .map(|d| d.iter().filter_map(|d| d["name"].as_str()).collect())
+                    .unwrap_or_default();
+                names.iter().all(|n| listed.contains(n))
+            },
+        )
+        .await;
+    }
+
     pub async fn status_of(&self, token: &str, id: &str) -> String {
         self.job(token, id).await["status"]
             .as_str()

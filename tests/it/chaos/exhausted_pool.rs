@@ -1,6 +1,8 @@
 //! A long lock on the jobs table exhausts a small pool while admin requests and daemons keep
 //! coming: 503s with `Retry-After`, never a 500, and nothing lost once the lock is gone.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -189,7 +191,9 @@ async fn postgres_pool_exhausted_behind_a_long_lock_answers_503_then_recovers() 
 /// every line, instead of being reaped as hung.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reference_daemon_retries_its_reports_through_a_database_outage() {
-    const LOCK_HELD: Duration = Duration::from_secs(6);
+    // How long the outage goes on once the job prints its lines: a scenario's length, not a
+    // wait for something to happen.
+    const OUTAGE_AFTER_GO: Duration = Duration::from_millis(4500);
     const LINES: usize = 50;
     let (app, owner) = spawn_queue_with(Backend::Postgres, |s| {
         s.rate_limit.api_per_minute = 0;
@@ -249,13 +253,15 @@ async fn the_reference_daemon_retries_its_reports_through_a_database_outage() {
     txn.execute_unprepared("LOCK TABLE provisioner_jobs IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let until = Instant::now() + LOCK_HELD;
+    let over = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
     let holders: Vec<_> = (0..4)
         .map(|_| {
             let (http, base, token) = (app.http.clone(), app.base.clone(), owner.clone());
+            let (over, refused) = (over.clone(), refused.clone());
             tokio::spawn(async move {
                 let mut busy = 0;
-                while Instant::now() < until {
+                while !over.load(Ordering::SeqCst) {
                     let resp = http
                         .get(format!(
                             "{base}/api/v2/organizations/default/provisionerjobs?limit=1"
@@ -264,15 +270,23 @@ async fn the_reference_daemon_retries_its_reports_through_a_database_outage() {
                         .send()
                         .await
                         .unwrap();
-                    busy += usize::from(resp.status() == StatusCode::SERVICE_UNAVAILABLE);
+                    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                        busy += 1;
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
                 busy
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The command prints its lines once the pool has run dry, so the daemon's reports meet it.
+    eventually(Duration::from_secs(20), "the pool runs dry", || async {
+        refused.load(Ordering::SeqCst) > 0
+    })
+    .await;
     std::fs::write(&go, "").unwrap(); // the command prints its lines and exits 0 now
-    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    tokio::time::sleep(OUTAGE_AFTER_GO).await;
+    over.store(true, Ordering::SeqCst);
     txn.rollback().await.unwrap();
     locker.close().await.unwrap();
     let mut busy = 0;
