@@ -71,6 +71,7 @@ impl TestDatabase {
                         .expect("create test database");
                 }
                 admin.close().await.ok();
+                drop_retired(admin_url.clone());
                 let url = with_database(&admin_url, &name);
                 (Self::Postgres { admin_url, name }, url)
             }
@@ -79,6 +80,8 @@ impl TestDatabase {
 }
 
 impl Drop for TestDatabase {
+    /// Retires a PostgreSQL database at once and leaves the slow `DROP DATABASE` (PostgreSQL 15
+    /// forces a checkpoint for each) to a later test, in the background: see `drop_retired`.
     fn drop(&mut self) {
         if let Self::Postgres { admin_url, name } = self {
             let (url, name) = (admin_url.clone(), name.clone());
@@ -90,11 +93,15 @@ impl Drop for TestDatabase {
                     .expect("runtime");
                 rt.block_on(async {
                     if let Ok(admin) = Database::connect(&url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
+                        for sql in [
+                            format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS false"),
+                            format!(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                                 WHERE datname = '{name}'"
+                            ),
+                        ] {
+                            let _ = admin.execute_unprepared(&sql).await;
+                        }
                         let _ = admin.close().await;
                     }
                 });
@@ -102,6 +109,33 @@ impl Drop for TestDatabase {
             .join();
         }
     }
+}
+
+/// Drops up to two retired test databases (closed to connections) on a task of its own, which
+/// nothing waits for. A `DROP DATABASE` already sent completes on the server even if this test
+/// process exits first; what is left is dropped by a later test, or the next run.
+fn drop_retired(admin_url: String) {
+    tokio::spawn(async move {
+        let Ok(admin) = Database::connect(&admin_url).await else {
+            return;
+        };
+        let retired = admin
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT datname FROM pg_database WHERE datname LIKE 'provq\\_test\\_%' \
+                 AND NOT datallowconn ORDER BY random() LIMIT 2",
+            ))
+            .await
+            .unwrap_or_default();
+        for row in retired {
+            if let Ok(name) = row.try_get::<String>("", "datname") {
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+            }
+        }
+        let _ = admin.close().await;
+    });
 }
 
 /// `admin_url` with its database name replaced.
