@@ -191,6 +191,12 @@ impl Metrics {
         Ok(String::from_utf8(out).expect("exposition is UTF-8"))
     }
 
+    /// Makes the next `render` read the database gauges again, as if `GAUGE_TTL` had passed: a
+    /// test then checks fresh gauges without waiting out the cache.
+    pub async fn expire_gauges(&self) {
+        *self.refreshed.lock().await = None;
+    }
+
     async fn refresh(&self, store: &Store, stale_after: chrono::Duration) -> StoreResult<()> {
         let now = crate::domain::now();
         let orgs: BTreeMap<Uuid, String> = store

@@ -144,7 +144,7 @@ backend_tests! {
     }
 
     async fn migrate_status_down_and_up_work_from_the_command_line(backend: Backend) {
-        let (_db, url) = TestDatabase::create(backend).await;
+        let (_db, url) = TestDatabase::empty(backend).await;
         let home = tempfile::tempdir().unwrap();
         let (code, out, err) = exec(provq(home.path()).args(["migrate", "up", "--database-url", &url]));
         assert_eq!(code, 0, "{out}{err}");

@@ -214,7 +214,7 @@ backend_tests! {
                 (got, started.elapsed())
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.until_daemons_listed(&owner, &["sleeper"]).await;
         let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         let (got, waited) = waiter.await.unwrap();
         assert_eq!(got.unwrap().0, job["id"].as_str().unwrap());
@@ -222,19 +222,24 @@ backend_tests! {
     }
 
     async fn a_daemon_that_hangs_up_mid_long_poll_is_not_handed_a_job(backend: Backend) {
-        let (app, owner) = spawn_queue(backend).await;
+        // One long-poll per credential: a second acquire is refused while the ghost's is held.
+        let (app, owner) = spawn_queue_with(backend, |s| s.limits.long_polls_per_credential = 1).await;
         let app = Arc::new(app);
         let ghost = {
             let app = app.clone();
             tokio::spawn(async move { app.acquire("ghost", json!({}), 20).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        app.until_daemons_listed(&owner, &["ghost"]).await;
         ghost.abort();
         let _ = ghost.await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Once the server has let go of the ghost's long-poll, nothing of it can take a job.
+        eventually(Duration::from_secs(10), "the server to end the ghost's long-poll", || async {
+            let (status, _) = app.worker("/acquire", json!({"name": "probe", "wait_seconds": 0})).await;
+            status != StatusCode::TOO_MANY_REQUESTS
+        })
+        .await;
         let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         let id = job["id"].as_str().unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(app.status_of(&owner, id).await, "pending", "the job went to a daemon that had hung up");
         let (got, _) = app.acquire("live", json!({}), 0).await.unwrap();
         assert_eq!(got, id);
@@ -398,7 +403,9 @@ async fn replicas_share_one_queue_and_wake_each_other() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let names: Vec<String> = (0..4).map(|d| format!("a-{d}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    a.until_daemons_listed(&owner, &names).await;
     let http = http_client();
     let mut enqueued = HashSet::new();
     for _ in 0..total {
@@ -483,21 +490,31 @@ async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
             delivered.insert(c.job.id.to_string());
         }
     }
-    // Releases run right after their batch; let the last ones land.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (status, running) = app
-        .get(
-            "/organizations/default/provisionerjobs?status=running&limit=100",
-            Some(&owner),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let running: HashSet<String> = running
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap().to_string())
-        .collect();
+    // A claim that is waited for runs after every batch before it: from then on no abandoned
+    // claim can start a job, and releases (right after their batch) only take jobs back.
+    if let Some(c) = store.claim_job(daemon.id, &runnable).await.unwrap() {
+        delivered.insert(c.job.id.to_string());
+    }
+    let running = || async {
+        let (status, running) = app
+            .get(
+                "/organizations/default/provisionerjobs?status=running&limit=100",
+                Some(&owner),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        running
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect::<HashSet<String>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running().await != delivered && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = running().await;
     assert_eq!(
         running, delivered,
         "running jobs are exactly the delivered claims"

@@ -1,7 +1,6 @@
-//! Test harness: a fresh database per test (a new SQLite file, or a new PostgreSQL database on
-//! `PROVQ_TEST_POSTGRES_URL`), the real application on port 0, and a small HTTP client.
-
-#![allow(dead_code)]
+//! Test harness: a fresh database per test (a copy of a migrated template: a SQLite file, or a
+//! PostgreSQL database on `PROVQ_TEST_POSTGRES_URL`; see `database`), the real application on
+//! port 0, and a small HTTP client.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,8 +10,10 @@ use provq::config::Settings;
 use provq::shutdown::Shutdown;
 use provq::startup::Application;
 use reqwest::{Method, StatusCode};
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::{Value, json};
+
+mod database;
+pub use database::TestDatabase;
 
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const OWNER_EMAIL: &str = "owner@example.com";
@@ -58,89 +59,6 @@ pub fn http_client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A database that exists for one test and is removed afterwards.
-pub enum TestDatabase {
-    Sqlite(tempfile::TempDir),
-    Postgres { admin_url: String, name: String },
-}
-
-impl TestDatabase {
-    /// Creates an empty database and returns it with its URL.
-    pub async fn create(backend: Backend) -> (Self, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                let url = format!(
-                    "sqlite://{}?mode=rwc",
-                    dir.path().join("provq.db").display()
-                );
-                (Self::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let admin_url = std::env::var("PROVQ_TEST_POSTGRES_URL")
-                    .unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_string());
-                let name = format!("provq_test_{}", uuid::Uuid::new_v4().simple());
-                let admin = Database::connect(&admin_url).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is unreachable at {admin_url}: {e}. The tests need it \
-                         (set PROVQ_TEST_POSTGRES_URL); they never skip silently."
-                    )
-                });
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-                    .await
-                    .expect("create test database");
-                admin.close().await.ok();
-                let url = with_database(&admin_url, &name);
-                (Self::Postgres { admin_url, name }, url)
-            }
-        }
-    }
-}
-
-/// `admin_url` with its database name replaced.
-pub fn with_database(admin_url: &str, name: &str) -> String {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (admin_url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{name}?{q}"),
-        None => format!("{root}/{name}"),
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Self::Postgres { admin_url, name } = self {
-            let (url, name) = (admin_url.clone(), name.clone());
-            // Drop runs outside any runtime guarantee; use a private one on its own thread.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(admin) = Database::connect(&url).await {
-                        let _ = admin
-                            .execute_unprepared(&format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            ))
-                            .await;
-                        let _ = admin.close().await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
 /// Settings for a test server: port 0, no metrics listener, the given database.
 pub fn test_settings(database_url: &str) -> Settings {
     Settings {
@@ -156,7 +74,6 @@ pub fn test_settings(database_url: &str) -> Settings {
 
 /// A running server on a fresh database.
 pub struct TestApp {
-    pub backend: Backend,
     pub addr: SocketAddr,
     pub base: String,
     /// The Prometheus listener, when the settings enable it.
@@ -200,7 +117,6 @@ impl TestApp {
             app.run(token).await.expect("server runs");
         });
         Self {
-            backend,
             addr,
             base: format!("http://{addr}"),
             metrics_addr,
@@ -390,6 +306,30 @@ impl TestApp {
         job
     }
 
+    /// Waits until every daemon in `names` is registered. An acquire registers its daemon just
+    /// before it claims and waits, so a long-polling daemon listed here is waiting (or about to).
+    pub async fn until_daemons_listed(&self, token: &str, names: &[&str]) {
+        eventually(
+            Duration::from_secs(20),
+            "the daemons registered",
+            || async {
+                let (status, daemons) = self
+                    .get(
+                        &format!("/organizations/{DEFAULT_ORG}/provisionerdaemons"),
+                        Some(token),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{daemons}");
+                let listed: Vec<&str> = daemons
+                    .as_array()
+                    .map(|d| d.iter().filter_map(|d| d["name"].as_str()).collect())
+                    .unwrap_or_default();
+                names.iter().all(|n| listed.contains(n))
+            },
+        )
+        .await;
+    }
+
     pub async fn status_of(&self, token: &str, id: &str) -> String {
         self.job(token, id).await["status"]
             .as_str()
@@ -474,16 +414,4 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-#[test]
-fn with_database_replaces_only_the_database_name() {
-    assert_eq!(
-        with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
-        "postgres://postgres@127.0.0.1:5432/x"
-    );
-    assert_eq!(
-        with_database("postgres://u:p@h/db?sslmode=disable", "x"),
-        "postgres://u:p@h/x?sslmode=disable"
-    );
 }

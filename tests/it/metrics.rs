@@ -116,7 +116,7 @@ backend_tests! {
                 .await
                 .unwrap();
         }
-        tokio::time::sleep(provq::metrics::GAUGE_TTL).await;
+        app.state.metrics.expire_gauges().await;
         let (_, m) = scrape(&app).await;
         let status = |s: &str| get(&m, &format!("provq_provisioner_jobs{{{org},status={s}}}"));
         // 7 jobs: 1 succeeded, 2 failed (one by the reaper), 1 canceled, 1 running, 2 pending.

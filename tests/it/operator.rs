@@ -155,6 +155,7 @@ backend_tests! {
             std::thread::sleep(Duration::from_millis(50));
         }
         let later = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"os": "linux"}})).await["id"].as_str().unwrap().to_string();
+        // Nothing signals that no daemon took it: give a wrong acquire the time it would need.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(app.status_of(&owner, &later).await, "pending", "a stopped daemon takes no jobs");
     }
