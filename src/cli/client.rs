@@ -260,9 +260,13 @@ fn parse_failure(status: StatusCode, text: &str) -> ApiFailure {
 /// The root cause of a transport error, in words an operator can act on.
 fn explain_transport(base: &str, error: &(dyn std::error::Error + 'static)) -> String {
     let cause = root_cause(error);
-    let tls_mismatch = ["InvalidContentType", "corrupt message", "wrong version number"]
-        .iter()
-        .any(|s| cause.contains(s));
+    let tls_mismatch = [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|s| cause.contains(s));
     if tls_mismatch && base.starts_with("https://") {
         return format!(
             "the server does not speak TLS (HTTPS) there; it may serve plain HTTP: try {}",

@@ -41,7 +41,11 @@ async fn first_user_exists(client: &Client, url: &str) -> Result<bool, ClientErr
     };
     match client.get::<Value>("/buildinfo").await {
         Ok(info) if info["deployment_id"].is_string() => {}
-        Ok(_) => return Err(not_provq("GET /api/v2/buildinfo has no deployment id".into())),
+        Ok(_) => {
+            return Err(not_provq(
+                "GET /api/v2/buildinfo has no deployment id".into(),
+            ));
+        }
         Err(ClientError::Api(f)) => {
             return Err(not_provq(format!(
                 "GET /api/v2/buildinfo answered {}",

@@ -107,7 +107,9 @@ enum Command {
     #[command(subcommand, visible_alias = "orgs")]
     Organizations(organizations::OrganizationsCommand),
     /// The queue at a glance: jobs by status, jobs no daemon can run, daemons, prebuilds.
-    #[command(after_help = "Examples:\n  provq status\n  provq status -O acme -o json | jq .pending_unmatched")]
+    #[command(
+        after_help = "Examples:\n  provq status\n  provq status -O acme -o json | jq .pending_unmatched"
+    )]
     Status(status::StatusArgs),
     /// Who you are logged in as, and where.
     Whoami {

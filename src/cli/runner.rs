@@ -177,8 +177,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         report_timeout: Duration::from_secs(args.report_timeout),
         force_stop: Shutdown::new(),
     });
-    say!(
-"{name}: waiting for jobs on {url}");
+    say!("{name}: waiting for jobs on {url}");
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut running = JoinSet::new();
     // While the server is unreachable: the next wait, and the reason last reported (one line
@@ -240,7 +239,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     .is_err()
     {
         say!(
-"jobs still running after {}s; stopping them",
+            "jobs still running after {}s; stopping them",
             grace.as_secs()
         );
         daemon.force_stop.cancel();
@@ -364,8 +363,7 @@ impl Daemon {
         loop {
             let error = match self.report(id, action, &body).await {
                 Ok(_) => {
-                    say!(
-"job {id} reported ({action})");
+                    say!("job {id} reported ({action})");
                     return;
                 }
                 Err(e) => e,
@@ -373,7 +371,7 @@ impl Daemon {
             match classify(&error) {
                 Failure::LeaseLost if maybe_applied => {
                     say!(
-"{action} of job {id}: {}; an earlier attempt may have been \
+                        "{action} of job {id}: {}; an earlier attempt may have been \
                          applied, or the job was reaped",
                         brief(&error)
                     );
@@ -381,14 +379,13 @@ impl Daemon {
                 }
                 Failure::LeaseLost => {
                     say!(
-"job {id} is no longer ours ({}): not reported",
+                        "job {id} is no longer ours ({}): not reported",
                         brief(&error)
                     );
                     return;
                 }
                 Failure::Rejected => {
-                    say!(
-"could not report job {id}: {error}");
+                    say!("could not report job {id}: {error}");
                     return;
                 }
                 Failure::Transient(retry_after) => {
@@ -396,14 +393,14 @@ impl Daemon {
                     let delay = backoff.delay(retry_after);
                     if !self.wait_to_retry(delay, deadline).await {
                         say!(
-"giving up on the {action} of job {id} ({}); the \
+                            "giving up on the {action} of job {id} ({}); the \
                              server's reaper will fail it as hung",
                             brief(&error)
                         );
                         return;
                     }
                     say!(
-"{action} of job {id} failed ({}); retried after {delay:?}",
+                        "{action} of job {id} failed ({}); retried after {delay:?}",
                         brief(&error)
                     );
                 }
@@ -414,8 +411,7 @@ impl Daemon {
     async fn run_job(&self, job: Value) {
         let id = job["job_id"].as_str().unwrap_or_default().to_string();
         let lease = job["lease_token"].as_str().unwrap_or_default().to_string();
-        say!(
-"running job {id}");
+        say!("running job {id}");
         match self.execute(&id, &lease, &job).await {
             Outcome::Exited {
                 error: None,
@@ -432,8 +428,7 @@ impl Daemon {
                 self.finish(&id, "fail", body, deadline).await
             }
             Outcome::LeaseLost => {
-                say!(
-"job {id} is no longer ours (reaped or finished elsewhere)")
+                say!("job {id} is no longer ours (reaped or finished elsewhere)")
             }
         }
     }
@@ -529,8 +524,7 @@ impl Daemon {
                     retry_at = None;
                     backoff = Backoff::new();
                     if canceled && kill_at.is_none() {
-                        say!(
-"job {id} canceled; sending SIGINT");
+                        say!("job {id} canceled; sending SIGINT");
                         interrupt(pid, &self.exec);
                         kill_at = Some(Instant::now() + self.cancel_grace);
                     }
@@ -575,10 +569,7 @@ impl Daemon {
                         .wait_to_retry(backoff.delay(retry_after), deadline)
                         .await
                     {
-                        say!(
-"job {id}: {} log lines could not be sent",
-                            buffer.len()
-                        );
+                        say!("job {id}: {} log lines could not be sent", buffer.len());
                         break;
                     }
                 }
@@ -613,7 +604,7 @@ impl Daemon {
                 Failure::LeaseLost => Flush::LeaseLost,
                 Failure::Transient(retry_after) => {
                     say!(
-"update of job {id} failed ({}); {} lines kept for the \
+                        "update of job {id} failed ({}); {} lines kept for the \
                          next beat",
                         brief(&e),
                         buffer.len()
@@ -622,9 +613,7 @@ impl Daemon {
                 }
                 Failure::Rejected => {
                     // The server will not take these lines; keep the rest flowing.
-                    say!(
-"update of job {id} refused, {take} lines dropped: {e}"
-                    );
+                    say!("update of job {id} refused, {take} lines dropped: {e}");
                     buffer.drain(..take);
                     Flush::Retry { retry_after: None }
                 }
@@ -667,7 +656,8 @@ fn interrupt(pid: Option<nix::unistd::Pid>, exec: &str) {
     let wrapper = format!("sh\0-c\0{exec}\0");
     for member in members {
         if member == leader.as_raw()
-            && std::fs::read(format!("/proc/{member}/cmdline")).ok() == Some(wrapper.clone().into_bytes())
+            && std::fs::read(format!("/proc/{member}/cmdline")).ok()
+                == Some(wrapper.clone().into_bytes())
         {
             continue;
         }
@@ -679,14 +669,20 @@ fn interrupt(pid: Option<nix::unistd::Pid>, exec: &str) {
 fn group_members(pgid: i32) -> Option<Vec<i32>> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
         // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let pgrp = stat[close + 1..]
             .split_whitespace()
             .nth(2)

@@ -15,7 +15,10 @@ pub enum UsersCommand {
     )]
     Create(CreateArgs),
     /// List users with their roles (owners only).
-    #[command(visible_alias = "ls", after_help = "Example:\n  provq users list -o json")]
+    #[command(
+        visible_alias = "ls",
+        after_help = "Example:\n  provq users list -o json"
+    )]
     List {
         #[command(flatten)]
         client: ClientArgs,

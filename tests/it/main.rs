@@ -18,6 +18,7 @@ mod listing;
 mod logs;
 mod metrics;
 mod operator;
+mod operator_cli;
 mod organizations;
 mod overview;
 mod reaper;
