@@ -162,12 +162,21 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         request["organization"] = json!(org);
     }
     let stop = Shutdown::new();
-    let on_signal = stop.clone();
+    let force_stop = Shutdown::new();
+    let (on_signal, on_second) = (stop.clone(), force_stop.clone());
     let signal = termination_signal()?;
     tokio::spawn(async move {
         signal.await;
-        say!("stopping; running jobs may finish");
+        say!(
+            "stopping; running jobs may finish within --shutdown-grace (press Ctrl-C again to stop them now)"
+        );
         on_signal.cancel();
+        // A second signal stops the running jobs at once (they are still reported).
+        if let Ok(again) = termination_signal() {
+            again.await;
+            say!("stopping running jobs now");
+            on_second.cancel();
+        }
     });
     let daemon = Arc::new(Daemon {
         client,
@@ -175,7 +184,7 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         cancel_grace: Duration::from_secs(args.cancel_grace),
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         report_timeout: Duration::from_secs(args.report_timeout),
-        force_stop: Shutdown::new(),
+        force_stop,
     });
     say!("{name}: waiting for jobs on {url}");
     let slots = Arc::new(Semaphore::new(args.concurrency));

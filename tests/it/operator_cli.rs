@@ -315,25 +315,35 @@ backend_tests! {
         assert!(log.lines().all(|l| l.starts_with("20") && l.contains("Z provq daemon: ")), "every line is timestamped: {log}");
     }
 
-    async fn the_daemon_deregisters_on_ctrl_c(backend: Backend) {
+    async fn the_daemon_deregisters_on_ctrl_c_and_a_second_one_stops_its_jobs(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         let home = tempfile::tempdir().unwrap();
-        let daemon = Daemon(provq(home.path())
-            .args(["provisioner", "start", "--url", &app.base, "--psk", PSK, "--name", "leaving", "--exec", "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap());
+        let mut daemon = Daemon(
+            provq(home.path())
+                .args(["provisioner", "start", "--url", &app.base, "--psk", PSK, "--name", "leaving", "--heartbeat", "1", "--cancel-grace", "1", "--exec", "sleep 600"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         eventually(Duration::from_secs(10), "the daemon to register", || async {
             daemon_status(&app, &owner, "leaving").await.as_deref() == Some("idle")
-        }).await;
-        let mut daemon = daemon;
-        kill(Pid::from_raw(daemon.0.id() as i32), Signal::SIGINT).unwrap();
+        })
+        .await;
+        let job = id_of(&app.enqueue(&owner, json!({"type": "workspace_build"})).await);
+        wait_status(&app, &owner, &job, &["running"], 30).await;
+        let pid = Pid::from_raw(daemon.0.id() as i32);
+        kill(pid, Signal::SIGINT).unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(daemon.0.try_wait().unwrap().is_none(), "the first Ctrl-C lets the job run");
+        kill(pid, Signal::SIGINT).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while daemon.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "the daemon did not stop on SIGINT");
+            assert!(Instant::now() < deadline, "the daemon did not stop on a second Ctrl-C");
             std::thread::sleep(Duration::from_millis(50));
         }
+        let end = app.status_of(&owner, &job).await;
+        assert!(end == "failed" || end == "canceled", "the stopped job was reported: {end}");
         assert_eq!(daemon_status(&app, &owner, "leaving").await.as_deref(), Some("offline"));
     }
 
