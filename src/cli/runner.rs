@@ -503,6 +503,7 @@ impl Daemon {
         // After a failed update, no other is sent before this (the lines stay buffered).
         let mut retry_at: Option<Instant> = None;
         let mut backoff = Backoff::new();
+        let mut failing = false;
         let status = loop {
             let waiting = retry_at.is_some_and(|at| Instant::now() < at);
             tokio::select! {
@@ -527,7 +528,7 @@ impl Daemon {
                     continue;
                 }
             }
-            match self.flush(id, lease, &mut buffer).await {
+            match self.flush(id, lease, &mut buffer, &mut failing).await {
                 Flush::Ok { canceled } => {
                     last_report = Instant::now();
                     retry_at = None;
@@ -570,7 +571,7 @@ impl Daemon {
         let deadline = Instant::now() + self.report_timeout;
         let mut backoff = Backoff::new();
         while !buffer.is_empty() {
-            match self.flush(id, lease, &mut buffer).await {
+            match self.flush(id, lease, &mut buffer, &mut failing).await {
                 Flush::LeaseLost => return Outcome::LeaseLost,
                 Flush::Ok { .. } => {}
                 Flush::Retry { retry_after } => {
@@ -594,7 +595,15 @@ impl Daemon {
     }
 
     /// Sends buffered lines (at most a batch) as a heartbeat.
-    async fn flush(&self, id: &str, lease: &str, buffer: &mut Vec<Line>) -> Flush {
+    /// `failing` remembers that the last update failed, so an outage is told in one line when
+    /// it starts and one when it ends, not once per beat.
+    async fn flush(
+        &self,
+        id: &str,
+        lease: &str,
+        buffer: &mut Vec<Line>,
+        failing: &mut bool,
+    ) -> Flush {
         let take = buffer.len().min(BATCH_LINES);
         let logs: Vec<Value> = buffer[..take]
             .iter()
@@ -604,6 +613,9 @@ impl Daemon {
         match self.report(id, "update", &body).await {
             Ok((_, body)) => {
                 buffer.drain(..take);
+                if std::mem::take(failing) {
+                    say!("updates of job {id} go through again");
+                }
                 let body: Value = serde_json::from_str(&body).unwrap_or_default();
                 Flush::Ok {
                     canceled: body["canceled"].as_bool().unwrap_or(false),
@@ -612,12 +624,13 @@ impl Daemon {
             Err(e) => match classify(&e) {
                 Failure::LeaseLost => Flush::LeaseLost,
                 Failure::Transient(retry_after) => {
-                    say!(
-                        "update of job {id} failed ({}); {} lines kept for the \
-                         next beat",
-                        brief(&e),
-                        buffer.len()
-                    );
+                    if !std::mem::replace(failing, true) {
+                        say!(
+                            "update of job {id} failed ({}); its lines are kept and sent once \
+                             the server answers",
+                            brief(&e)
+                        );
+                    }
                     Flush::Retry { retry_after }
                 }
                 Failure::Rejected => {
