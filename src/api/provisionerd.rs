@@ -335,6 +335,24 @@ impl ProvisionerdApi {
         }))))
     }
 
+    /// Marks the daemon offline at once: it is shutting down (same body as acquire).
+    #[oai(path = "/provisionerd/deregister", method = "post")]
+    async fn deregister(
+        &self,
+        auth: DaemonAuth,
+        body: Json<AcquireRequest>,
+    ) -> Result<Done, ApiError> {
+        let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
+        let stale =
+            chrono::Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
+        self.state
+            .store
+            .mark_daemon_offline(&registration, stale)
+            .await?;
+        tracing::info!(daemon = %registration.name, "daemon deregistered");
+        Ok(Done::NoContent)
+    }
+
     /// Heartbeat with optional logs; answers whether the job was canceled.
     #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
     async fn update(

@@ -235,6 +235,17 @@ impl UsersApi {
         Ok(Created::Created(Json(self.to_user(created).await?)))
     }
 
+    /// Every user (owners only), oldest first.
+    #[oai(path = "/users", method = "get")]
+    async fn list_users(&self, caller: Caller) -> Result<Json<Vec<User>>, ApiError> {
+        caller.require_owner()?;
+        let mut users = Vec::new();
+        for u in self.state.store.all_users().await? {
+            users.push(self.to_user(u).await?);
+        }
+        Ok(Json(users))
+    }
+
     /// A user by id, username or `me`. Coder's read rule for users: owners read every user, a
     /// member reads only itself (any other user is 404, as if missing), so a member never sees
     /// another user's e-mail address or organizations.

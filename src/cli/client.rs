@@ -24,6 +24,32 @@ pub enum ClientError {
     Unreachable { url: String, reason: String },
     #[error("{0}")]
     Api(ApiFailure),
+    /// A failure already explained in a sentence (exit code 1).
+    #[error("error: {0}")]
+    Failed(String),
+    /// Exit with this code without printing anything more (e.g. `--exit-status`).
+    #[error("")]
+    Exit(u8),
+}
+
+/// `url` if it names an HTTP(S) server; a usage error (exit 2) otherwise, so that
+/// `--url 127.0.0.1:8080` says what is missing instead of failing later.
+pub fn check_url(url: &str) -> Result<String, ClientError> {
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Err(ClientError::Usage(format!(
+            "the URL \"{url}\" needs http:// or https://, e.g. http://{}",
+            url.split("://").last().unwrap_or(url)
+        )));
+    }
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(url.trim_end_matches('/').to_string())
+        }
+        _ => Err(ClientError::Usage(format!(
+            "the URL \"{url}\" is not valid (e.g. http://127.0.0.1:8080)"
+        ))),
+    }
 }
 
 /// An error answer from the server, in Coder's shape.
@@ -35,6 +61,8 @@ pub struct ApiFailure {
     pub validations: Vec<(String, String)>,
     /// The server's `Retry-After` (in seconds), on 429 and 503 answers.
     pub retry_after: Option<std::time::Duration>,
+    /// Whether a 401 means the saved session is bad (false for a login attempt).
+    pub session_hint: bool,
 }
 
 impl fmt::Display for ApiFailure {
@@ -46,7 +74,7 @@ impl fmt::Display for ApiFailure {
         for (field, detail) in &self.validations {
             write!(f, "\n  - {field}: {detail}")?;
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && self.session_hint {
             write!(
                 f,
                 "\nYour session is missing, invalid or expired: run `provq login URL`."
@@ -78,10 +106,12 @@ impl Client {
 
     /// The server URL from flags, environment or the saved session.
     pub fn url_from_args(args: &ClientArgs) -> Result<String, ClientError> {
-        args.url
+        let url = args
+            .url
             .clone()
             .or_else(|| session::load().map(|s| s.url))
-            .ok_or(ClientError::NotLoggedIn)
+            .ok_or(ClientError::NotLoggedIn)?;
+        check_url(&url)
     }
 
     /// A client from flags, environment or the saved session, in that order.
@@ -92,6 +122,7 @@ impl Client {
             .clone()
             .or_else(|| saved.as_ref().map(|s| s.url.clone()))
             .ok_or(ClientError::NotLoggedIn)?;
+        let url = check_url(&url)?;
         let token = args
             .token
             .clone()
@@ -135,6 +166,7 @@ impl Client {
                 detail: None,
                 validations: Vec::new(),
                 retry_after: None,
+                session_hint: false,
             })
         })
     }
@@ -170,7 +202,7 @@ impl Client {
         }
         let response = request.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
-            reason: root_cause(&e),
+            reason: explain_transport(&self.base, &e),
         })?;
         let status = response.status();
         let retry_after = response
@@ -221,7 +253,27 @@ fn parse_failure(status: StatusCode, text: &str) -> ApiFailure {
         detail,
         validations,
         retry_after: None,
+        session_hint: true,
     }
+}
+
+/// The root cause of a transport error, in words an operator can act on.
+fn explain_transport(base: &str, error: &(dyn std::error::Error + 'static)) -> String {
+    let cause = root_cause(error);
+    let tls_mismatch = [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+    ]
+    .iter()
+    .any(|s| cause.contains(s));
+    if tls_mismatch && base.starts_with("https://") {
+        return format!(
+            "the server does not speak TLS (HTTPS) there; it may serve plain HTTP: try {}",
+            base.replacen("https://", "http://", 1)
+        );
+    }
+    cause
 }
 
 fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {

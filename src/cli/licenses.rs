@@ -35,6 +35,9 @@ pub enum LicensesCommand {
         #[command(flatten)]
         client: ClientArgs,
         id: i32,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
     },
     /// Show what the licenses grant (GET /api/v2/entitlements).
     #[command(visible_alias = "features")]
@@ -73,8 +76,16 @@ pub async fn run(cmd: LicensesCommand) -> anyhow::Result<()> {
             let licenses: Value = Client::from_args(&client)?.get("/licenses").await?;
             print_licenses(&licenses, output)?;
         }
-        LicensesCommand::Delete { client, id } => {
-            let _: Value = Client::from_args(&client)?
+        LicensesCommand::Delete { client, id, yes } => {
+            let client = Client::from_args(&client)?;
+            if !super::prompt::confirm(
+                &format!("Delete license {id}? Its entitlements end at the next refresh."),
+                yes,
+            )? {
+                println!("Nothing deleted.");
+                return Ok(());
+            }
+            let _: Value = client
                 .send(Method::DELETE, &format!("/licenses/{id}"), None::<&Value>)
                 .await?;
             println!("Deleted license {id}.");

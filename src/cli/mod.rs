@@ -9,11 +9,13 @@ mod login;
 mod organizations;
 mod output;
 mod prebuilds;
+mod prompt;
 mod provisioner;
 mod runner;
 mod search;
 mod server;
 mod session;
+mod status;
 mod users;
 
 use std::path::PathBuf;
@@ -104,10 +106,25 @@ enum Command {
     /// Manage organizations.
     #[command(subcommand, visible_alias = "orgs")]
     Organizations(organizations::OrganizationsCommand),
+    /// The queue at a glance: jobs by status, jobs no daemon can run, daemons, prebuilds.
+    #[command(
+        after_help = "Examples:\n  provq status\n  provq status -O acme -o json | jq .pending_unmatched"
+    )]
+    Status(status::StatusArgs),
+    /// Who you are logged in as, and where.
+    Whoami {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(short = 'o', long, value_enum, default_value_t)]
+        output: output::Format,
+    },
+    /// End the session on the server and forget it here.
+    Logout(ClientArgs),
 }
 
 /// Parses the command line and runs the command; the process exit code comes back.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -127,8 +144,14 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Openapi => server::print_openapi(),
         Command::Login(args) => login::run(args).await,
         Command::Users(cmd) => users::run(cmd).await,
-        Command::Provisioner(cmd) => provisioner::run(cmd).await,
-        Command::Prebuilds(cmd) => prebuilds::run(cmd).await,
+        Command::Provisioner(cmd) => {
+            let target = cmd.target().map(|(c, o)| (c.clone(), o.to_string()));
+            explain_denied(provisioner::run(cmd).await, target).await
+        }
+        Command::Prebuilds(cmd) => {
+            let target = Some((cmd.client().clone(), String::new()));
+            explain_denied(prebuilds::run(cmd).await, target).await
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "provq", &mut std::io::stdout());
@@ -136,10 +159,19 @@ async fn run(cli: Cli) -> ExitCode {
         }
         Command::Licenses(cmd) => licenses::run(cmd).await,
         Command::Organizations(cmd) => organizations::run(cmd).await,
+        Command::Status(args) => {
+            let target = Some((args.client.clone(), args.org.clone()));
+            explain_denied(status::run(args).await, target).await
+        }
+        Command::Whoami { client, output } => users::whoami(client, output).await,
+        Command::Logout(client) => login::logout(client).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(ClientError::Exit(code)) = e.downcast_ref::<ClientError>() {
+                return ExitCode::from(*code);
+            }
             report(&e);
             let code = match e.downcast_ref::<ClientError>() {
                 Some(ClientError::Usage(_)) => EXIT_USAGE,
@@ -148,6 +180,69 @@ async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// A closed stdout (`provq openapi | head`) ends the program quietly instead of with a panic:
+/// Rust ignores SIGPIPE, so printing to a closed pipe panics with "Broken pipe", and the reader
+/// going away is not an error of ours.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("Broken pipe") || message.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// A 403 or 404 on an owner-only command, explained: the owner role is needed, or the
+/// organization named with `-O` does not exist.
+async fn explain_denied(
+    result: anyhow::Result<()>,
+    target: Option<(ClientArgs, String)>,
+) -> anyhow::Result<()> {
+    let Err(error) = result else { return Ok(()) };
+    let denied = matches!(
+        error.downcast_ref::<ClientError>(),
+        Some(ClientError::Api(f)) if f.status == reqwest::StatusCode::FORBIDDEN || f.status == reqwest::StatusCode::NOT_FOUND
+    );
+    let (Some((args, org)), true) = (target, denied) else {
+        return Err(error);
+    };
+    let Ok(client) = Client::from_args(&args) else {
+        return Err(error);
+    };
+    let Ok(me) = client.get::<serde_json::Value>("/users/me").await else {
+        return Err(error);
+    };
+    let owner = me["roles"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|r| r["name"] == "owner"));
+    if !owner {
+        return Err(ClientError::Failed(format!(
+            "this command needs the owner role; {} is a member (ask an owner, or log in as one)",
+            me["username"].as_str().unwrap_or("you")
+        ))
+        .into());
+    }
+    if !org.is_empty()
+        && let Err(ClientError::Api(f)) = client
+            .get::<serde_json::Value>(&format!("/organizations/{org}"))
+            .await
+        && f.status == reqwest::StatusCode::NOT_FOUND
+    {
+        return Err(ClientError::Failed(format!(
+            "organization \"{org}\" not found (see provq organizations list)"
+        ))
+        .into());
+    }
+    Err(error)
 }
 
 fn report(error: &anyhow::Error) {

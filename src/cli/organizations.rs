@@ -1,7 +1,5 @@
 //! `provq organizations list|create|show|update|delete`.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Map, Value};
@@ -161,7 +159,7 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
             yes,
         } => {
             let client = Client::from_args(&client)?;
-            if !yes && !confirm(&format!("Delete organization {organization}?"))? {
+            if !super::prompt::confirm(&format!("Delete organization {organization}?"), yes)? {
                 println!("Nothing deleted.");
                 return Ok(());
             }
@@ -180,19 +178,4 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
 
 pub(super) fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or_default()
-}
-
-/// Asks on the terminal; without one, the operator must pass `--yes`.
-pub(super) fn confirm(question: &str) -> anyhow::Result<bool> {
-    if !std::io::stdin().is_terminal() {
-        return Err(ClientError::Usage(format!(
-            "{question} Not asking without a terminal: pass --yes to confirm"
-        ))
-        .into());
-    }
-    print!("{question} [y/N] ");
-    std::io::stdout().flush()?;
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }

@@ -4,7 +4,6 @@
 use std::io::IsTerminal;
 
 use clap::ValueEnum;
-use comfy_table::{ContentArrangement, Table, presets};
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -42,27 +41,87 @@ pub fn cell(value: &Value) -> String {
 }
 
 /// Renders `rows` as a borderless aligned table with upper-case headers. `extract` produces a
-/// row's cell for a column key.
+/// row's cell for a column key, as plain text. The layout is computed on that plain text and
+/// the `status` column is coloured afterwards (on a terminal), so colour codes never count as
+/// width and never misalign a table.
 pub fn table(
     columns: &[String],
     rows: &[Value],
     extract: impl Fn(&Value, &str) -> String,
 ) -> String {
-    let mut t = Table::new();
-    t.load_style(presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Disabled)
-        .set_header(
+    render_table(columns, rows, extract, colour_enabled())
+}
+
+/// [`table`] with colour decided by the caller.
+pub fn render_table(
+    columns: &[String],
+    rows: &[Value],
+    extract: impl Fn(&Value, &str) -> String,
+    colour: bool,
+) -> String {
+    let header: Vec<String> = columns
+        .iter()
+        .map(|c| c.replace('_', " ").to_ascii_uppercase())
+        .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
             columns
                 .iter()
-                .map(|c| c.replace('_', " ").to_ascii_uppercase()),
-        );
-    for row in rows {
-        t.add_row(columns.iter().map(|c| extract(row, c)));
-    }
-    t.lines()
-        .map(|l| l.trim_end().to_string())
+                .map(|c| extract(row, c).replace(['\n', '\r'], " "))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..columns.len())
+        .map(|i| {
+            std::iter::once(&header[i])
+                .chain(cells.iter().map(|r| &r[i]))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |row: &[String], paint: bool| {
+        let mut out = String::new();
+        for (i, text) in row.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - text.chars().count());
+            out.push(' ');
+            if paint && columns[i] == "status" {
+                out.push_str(&colour_status(text));
+            } else {
+                out.push_str(text);
+            }
+            out.push_str(&pad);
+            out.push(' ');
+        }
+        out.trim_end().to_string()
+    };
+    std::iter::once(line(&header, false))
+        .chain(cells.iter().map(|r| line(r, colour)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether stdout shows colours: a terminal, and `NO_COLOR` unset.
+pub fn colour_enabled() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// How long ago `at` (RFC 3339) was, in the largest unit that fits: `12s ago`, `3m ago`,
+/// `5h ago`, `2d ago`. Unparsable text is returned as it is.
+pub fn ago(at: &str) -> String {
+    let Ok(then) = chrono::DateTime::parse_from_rfc3339(at) else {
+        return at.to_string();
+    };
+    let secs = (chrono::Utc::now() - then.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..172_800 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
 }
 
 /// Prints a list the server answered: as JSON, as `empty` when it has no rows, or as a table
@@ -92,12 +151,8 @@ pub fn json(value: &Value) -> String {
     serde_json::to_string_pretty(value).expect("JSON values serialise")
 }
 
-/// Colour for statuses, only on a terminal and unless NO_COLOR is set.
-pub fn paint_status(status: &str) -> String {
-    let tty = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    if !tty {
-        return status.to_string();
-    }
+/// A status in its colour (ANSI), whatever the output is.
+pub fn colour_status(status: &str) -> String {
     let code = match status {
         "succeeded" | "idle" => "32",
         "failed" | "offline" => "31",
@@ -134,5 +189,19 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("ID") && lines[0].contains("STATUS"));
         assert_eq!(lines[1].find("pending"), lines[2].find("ok"));
+    }
+
+    #[test]
+    fn colours_do_not_count_as_width() {
+        let rows = vec![
+            json!({"status": "succeeded", "id": "a"}),
+            json!({"status": "pending", "id": "b"}),
+        ];
+        let cols = vec!["status".to_string(), "id".to_string()];
+        let plain = render_table(&cols, &rows, |r, c| cell(&r[c]), false);
+        let coloured = render_table(&cols, &rows, |r, c| cell(&r[c]), true);
+        assert!(coloured.contains("\x1b[32msucceeded\x1b[0m"), "{coloured}");
+        let stripped = coloured.replace("\x1b[32m", "").replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
     }
 }

@@ -18,6 +18,14 @@ pub enum PrebuildsCommand {
     Status(ClientArgs),
 }
 
+impl PrebuildsCommand {
+    pub fn client(&self) -> &ClientArgs {
+        match self {
+            Self::Pause(a) | Self::Resume(a) | Self::Status(a) => a,
+        }
+    }
+}
+
 pub async fn run(cmd: PrebuildsCommand) -> anyhow::Result<()> {
     let (args, paused) = match &cmd {
         PrebuildsCommand::Pause(a) => (a, Some(true)),

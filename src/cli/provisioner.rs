@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::jobs::{self, JobsCommand};
-use super::output::{Format, cell, columns, paint_status, print_list};
+use super::output::{Format, cell, columns, print_list};
 use super::runner::{self, StartArgs};
 
 #[derive(Subcommand, Debug)]
@@ -63,13 +63,33 @@ pub enum KeysCommand {
         output: Format,
     },
     /// Delete a key by name; daemons using it can no longer authenticate.
+    #[command(visible_alias = "rm")]
     Delete {
         #[command(flatten)]
         client: ClientArgs,
         #[arg(short = 'O', long, default_value = "default")]
         org: String,
         name: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
     },
+}
+
+impl ProvisionerCommand {
+    /// Connection and organization of the admin commands (not `start`).
+    pub fn target(&self) -> Option<(&ClientArgs, &str)> {
+        match self {
+            Self::Jobs(cmd) => Some(cmd.target()),
+            Self::List { client, org, .. } => Some((client, org)),
+            Self::Keys(
+                KeysCommand::Create { client, org, .. }
+                | KeysCommand::List { client, org, .. }
+                | KeysCommand::Delete { client, org, .. },
+            ) => Some((client, org)),
+            Self::Start(_) => None,
+        }
+    }
 }
 
 pub async fn run(cmd: ProvisionerCommand) -> anyhow::Result<()> {
@@ -99,7 +119,6 @@ pub async fn run(cmd: ProvisionerCommand) -> anyhow::Result<()> {
                 "No provisioner daemons found",
                 &columns(&names),
                 |d, c| match c {
-                    "status" => paint_status(d["status"].as_str().unwrap_or_default()),
                     "current_job" => cell(&d["current_job"]["id"]),
                     other => cell(&d[other]),
                 },
@@ -157,8 +176,19 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
                 |k, c| cell(&k[c]),
             );
         }
-        KeysCommand::Delete { client, org, name } => {
+        KeysCommand::Delete {
+            client,
+            org,
+            name,
+            yes,
+        } => {
             let client = Client::from_args(&client)?;
+            let question =
+                format!("Delete provisioner key {name}? Daemons using it can no longer connect.");
+            if !super::prompt::confirm(&question, yes)? {
+                println!("Nothing deleted.");
+                return Ok(());
+            }
             client
                 .raw(
                     Method::DELETE,

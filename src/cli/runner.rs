@@ -102,6 +102,28 @@ struct Daemon {
     force_stop: Shutdown,
 }
 
+/// One line on the daemon's stderr, stamped with the UTC time (journald and log files keep the
+/// order, people see when).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!(
+            "{} provq daemon: {}",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            format_args!($($arg)*)
+        )
+    };
+}
+
+/// First and longest wait between acquire attempts while the server is unreachable.
+const ACQUIRE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const ACQUIRE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// `base` with ±25 % of random jitter, so a fleet of daemons does not retry in step.
+fn jittered(base: Duration) -> Duration {
+    use rand::Rng;
+    base.mul_f64(rand::rng().random_range(0.75..1.25))
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -140,12 +162,21 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         request["organization"] = json!(org);
     }
     let stop = Shutdown::new();
-    let on_signal = stop.clone();
+    let force_stop = Shutdown::new();
+    let (on_signal, on_second) = (stop.clone(), force_stop.clone());
     let signal = termination_signal()?;
     tokio::spawn(async move {
         signal.await;
-        eprintln!("provq daemon: stopping; running jobs may finish");
+        say!(
+            "stopping; running jobs may finish within --shutdown-grace (press Ctrl-C again to stop them now)"
+        );
         on_signal.cancel();
+        // A second signal stops the running jobs at once (they are still reported).
+        if let Ok(again) = termination_signal() {
+            again.await;
+            say!("stopping running jobs now");
+            on_second.cancel();
+        }
     });
     let daemon = Arc::new(Daemon {
         client,
@@ -153,11 +184,15 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
         cancel_grace: Duration::from_secs(args.cancel_grace),
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         report_timeout: Duration::from_secs(args.report_timeout),
-        force_stop: Shutdown::new(),
+        force_stop,
     });
-    eprintln!("provq daemon {name}: waiting for jobs on {url}");
+    say!("{name}: waiting for jobs on {url}");
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let mut running = JoinSet::new();
+    // While the server is unreachable: the next wait, and the reason last reported (one line
+    // per change, not one per attempt).
+    let mut retry = ACQUIRE_RETRY_FIRST;
+    let mut outage: Option<String> = None;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p?,
@@ -168,6 +203,12 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
             () = stop.cancelled() => break,
         };
         while running.try_join_next().is_some() {}
+        if acquired.is_ok()
+            && let Some(reason) = outage.take()
+        {
+            say!("the server answers again (it was: {reason}); waiting for jobs");
+            retry = ACQUIRE_RETRY_FIRST;
+        }
         match acquired {
             Ok((StatusCode::OK, body)) => {
                 let body: Value = serde_json::from_str(&body)?;
@@ -182,9 +223,18 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
                 return Err(ClientError::Api(f).into());
             }
             Err(e) => {
-                eprintln!("provq daemon: {e}; retrying in 2 s");
+                let reason = brief(&e);
+                if outage.as_deref() != Some(reason.as_str()) {
+                    say!(
+                        "cannot acquire from {url}: {reason}; retrying with backoff (up to {}s)",
+                        ACQUIRE_RETRY_MAX.as_secs()
+                    );
+                    outage = Some(reason);
+                }
+                let delay = jittered(retry);
+                retry = (retry * 2).min(ACQUIRE_RETRY_MAX);
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    () = tokio::time::sleep(delay) => {}
                     () = stop.cancelled() => break,
                 }
             }
@@ -197,14 +247,30 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     .await
     .is_err()
     {
-        eprintln!(
-            "provq daemon: jobs still running after {}s; stopping them",
+        say!(
+            "jobs still running after {}s; stopping them",
             grace.as_secs()
         );
         daemon.force_stop.cancel();
         while running.join_next().await.is_some() {}
     }
+    deregister(&daemon.client, &request).await;
     Ok(())
+}
+
+/// Tells the server this daemon is gone, so it is listed offline at once rather than idle
+/// until it goes stale. Best effort: a server that is down will see it go stale anyway.
+async fn deregister(client: &Client, request: &Value) {
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.raw(Method::POST, "/provisionerd/deregister", Some(request)),
+    )
+    .await;
+    match sent {
+        Ok(Ok(_)) => say!("deregistered; exiting"),
+        Ok(Err(e)) => say!("could not deregister ({}); exiting", brief(&e)),
+        Err(_) => say!("could not deregister (no answer within 5s); exiting"),
+    }
 }
 
 /// One line of output on its way to the server.
@@ -306,44 +372,44 @@ impl Daemon {
         loop {
             let error = match self.report(id, action, &body).await {
                 Ok(_) => {
-                    eprintln!("provq daemon: job {id} reported ({action})");
+                    say!("job {id} reported ({action})");
                     return;
                 }
                 Err(e) => e,
             };
             match classify(&error) {
                 Failure::LeaseLost if maybe_applied => {
-                    eprintln!(
-                        "provq daemon: {action} of job {id}: {}; an earlier attempt may have been \
+                    say!(
+                        "{action} of job {id}: {}; an earlier attempt may have been \
                          applied, or the job was reaped",
                         brief(&error)
                     );
                     return;
                 }
                 Failure::LeaseLost => {
-                    eprintln!(
-                        "provq daemon: job {id} is no longer ours ({}): not reported",
+                    say!(
+                        "job {id} is no longer ours ({}): not reported",
                         brief(&error)
                     );
                     return;
                 }
                 Failure::Rejected => {
-                    eprintln!("provq daemon: could not report job {id}: {error}");
+                    say!("could not report job {id}: {error}");
                     return;
                 }
                 Failure::Transient(retry_after) => {
                     maybe_applied = true;
                     let delay = backoff.delay(retry_after);
                     if !self.wait_to_retry(delay, deadline).await {
-                        eprintln!(
-                            "provq daemon: giving up on the {action} of job {id} ({}); the \
+                        say!(
+                            "giving up on the {action} of job {id} ({}); the \
                              server's reaper will fail it as hung",
                             brief(&error)
                         );
                         return;
                     }
-                    eprintln!(
-                        "provq daemon: {action} of job {id} failed ({}); retried after {delay:?}",
+                    say!(
+                        "{action} of job {id} failed ({}); retried after {delay:?}",
                         brief(&error)
                     );
                 }
@@ -354,7 +420,7 @@ impl Daemon {
     async fn run_job(&self, job: Value) {
         let id = job["job_id"].as_str().unwrap_or_default().to_string();
         let lease = job["lease_token"].as_str().unwrap_or_default().to_string();
-        eprintln!("provq daemon: running job {id}");
+        say!("running job {id}");
         match self.execute(&id, &lease, &job).await {
             Outcome::Exited {
                 error: None,
@@ -371,7 +437,7 @@ impl Daemon {
                 self.finish(&id, "fail", body, deadline).await
             }
             Outcome::LeaseLost => {
-                eprintln!("provq daemon: job {id} is no longer ours (reaped or finished elsewhere)")
+                say!("job {id} is no longer ours (reaped or finished elsewhere)")
             }
         }
     }
@@ -437,6 +503,7 @@ impl Daemon {
         // After a failed update, no other is sent before this (the lines stay buffered).
         let mut retry_at: Option<Instant> = None;
         let mut backoff = Backoff::new();
+        let mut failing = false;
         let status = loop {
             let waiting = retry_at.is_some_and(|at| Instant::now() < at);
             tokio::select! {
@@ -456,19 +523,19 @@ impl Daemon {
                     }
                 }
                 () = self.force_stop.cancelled(), if kill_at.is_none() => {
-                    signal(pid, nix::sys::signal::Signal::SIGINT);
+                    interrupt(pid, &self.exec);
                     kill_at = Some(Instant::now() + self.cancel_grace);
                     continue;
                 }
             }
-            match self.flush(id, lease, &mut buffer).await {
+            match self.flush(id, lease, &mut buffer, &mut failing).await {
                 Flush::Ok { canceled } => {
                     last_report = Instant::now();
                     retry_at = None;
                     backoff = Backoff::new();
                     if canceled && kill_at.is_none() {
-                        eprintln!("provq daemon: job {id} canceled; sending SIGINT");
-                        signal(pid, nix::sys::signal::Signal::SIGINT);
+                        say!("job {id} canceled; sending SIGINT");
+                        interrupt(pid, &self.exec);
                         kill_at = Some(Instant::now() + self.cancel_grace);
                     }
                 }
@@ -482,15 +549,29 @@ impl Daemon {
                 }
             }
         };
-        // The command exited: take what its readers still have (they end at EOF).
-        while let Some(line) = rx.recv().await {
-            buffer.push(line);
+        // The command exited: take what its readers still have (they end at EOF). A process it
+        // left behind may hold the output open; the whole group is killed once the cancel grace
+        // (or, without a cancel, the same time after the exit) has passed.
+        let kill_group_at = kill_at.unwrap_or_else(|| Instant::now() + self.cancel_grace);
+        let mut group_killed = false;
+        loop {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(line) => buffer.push(line),
+                    None => break,
+                },
+                () = tokio::time::sleep_until(kill_group_at), if !group_killed => {
+                    say!("job {id}: processes of the command still hold its output; killing its process group");
+                    signal(pid, nix::sys::signal::Signal::SIGKILL);
+                    group_killed = true;
+                }
+            }
         }
         while readers.join_next().await.is_some() {}
         let deadline = Instant::now() + self.report_timeout;
         let mut backoff = Backoff::new();
         while !buffer.is_empty() {
-            match self.flush(id, lease, &mut buffer).await {
+            match self.flush(id, lease, &mut buffer, &mut failing).await {
                 Flush::LeaseLost => return Outcome::LeaseLost,
                 Flush::Ok { .. } => {}
                 Flush::Retry { retry_after } => {
@@ -498,10 +579,7 @@ impl Daemon {
                         .wait_to_retry(backoff.delay(retry_after), deadline)
                         .await
                     {
-                        eprintln!(
-                            "provq daemon: job {id}: {} log lines could not be sent",
-                            buffer.len()
-                        );
+                        say!("job {id}: {} log lines could not be sent", buffer.len());
                         break;
                     }
                 }
@@ -517,7 +595,15 @@ impl Daemon {
     }
 
     /// Sends buffered lines (at most a batch) as a heartbeat.
-    async fn flush(&self, id: &str, lease: &str, buffer: &mut Vec<Line>) -> Flush {
+    /// `failing` remembers that the last update failed, so an outage is told in one line when
+    /// it starts and one when it ends, not once per beat.
+    async fn flush(
+        &self,
+        id: &str,
+        lease: &str,
+        buffer: &mut Vec<Line>,
+        failing: &mut bool,
+    ) -> Flush {
         let take = buffer.len().min(BATCH_LINES);
         let logs: Vec<Value> = buffer[..take]
             .iter()
@@ -527,6 +613,9 @@ impl Daemon {
         match self.report(id, "update", &body).await {
             Ok((_, body)) => {
                 buffer.drain(..take);
+                if std::mem::take(failing) {
+                    say!("updates of job {id} go through again");
+                }
                 let body: Value = serde_json::from_str(&body).unwrap_or_default();
                 Flush::Ok {
                     canceled: body["canceled"].as_bool().unwrap_or(false),
@@ -535,19 +624,18 @@ impl Daemon {
             Err(e) => match classify(&e) {
                 Failure::LeaseLost => Flush::LeaseLost,
                 Failure::Transient(retry_after) => {
-                    eprintln!(
-                        "provq daemon: update of job {id} failed ({}); {} lines kept for the \
-                         next beat",
-                        brief(&e),
-                        buffer.len()
-                    );
+                    if !std::mem::replace(failing, true) {
+                        say!(
+                            "update of job {id} failed ({}); its lines are kept and sent once \
+                             the server answers",
+                            brief(&e)
+                        );
+                    }
                     Flush::Retry { retry_after }
                 }
                 Failure::Rejected => {
                     // The server will not take these lines; keep the rest flowing.
-                    eprintln!(
-                        "provq daemon: update of job {id} refused, {take} lines dropped: {e}"
-                    );
+                    say!("update of job {id} refused, {take} lines dropped: {e}");
                     buffer.drain(..take);
                     Flush::Retry { retry_after: None }
                 }
@@ -575,6 +663,57 @@ enum Flush {
     Retry {
         retry_after: Option<Duration>,
     },
+}
+
+/// Sends SIGINT to the command's process group, except to the `sh -c` wrapper while it is still
+/// the shell: a non-interactive `dash` dies of SIGINT at once, which would hide the command's
+/// own exit (a script that traps SIGINT and exits 0 would look "killed by signal 2"). The
+/// wrapper then exits with its command's status. Without `/proc` the whole group is signalled.
+fn interrupt(pid: Option<nix::unistd::Pid>, exec: &str) {
+    use nix::sys::signal::{Signal, kill};
+    let Some(leader) = pid else { return };
+    let Some(members) = group_members(leader.as_raw()) else {
+        return signal(pid, Signal::SIGINT);
+    };
+    let wrapper = format!("sh\0-c\0{exec}\0");
+    for member in members {
+        if member == leader.as_raw()
+            && std::fs::read(format!("/proc/{member}/cmdline")).ok()
+                == Some(wrapper.clone().into_bytes())
+        {
+            continue;
+        }
+        let _ = kill(nix::unistd::Pid::from_raw(member), Signal::SIGINT);
+    }
+}
+
+/// The processes of process group `pgid`, from `/proc` (None where there is no `/proc`).
+fn group_members(pgid: i32) -> Option<Vec<i32>> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces and parentheses.
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let pgrp = stat[close + 1..]
+            .split_whitespace()
+            .nth(2)
+            .and_then(|p| p.parse::<i32>().ok());
+        if pgrp == Some(pgid) {
+            members.push(pid);
+        }
+    }
+    Some(members)
 }
 
 fn signal(pid: Option<nix::unistd::Pid>, sig: nix::sys::signal::Signal) {
@@ -634,6 +773,7 @@ mod tests {
             detail: None,
             validations: Vec::new(),
             retry_after: retry_after.map(Duration::from_secs),
+            session_hint: false,
         })
     }
 

@@ -81,9 +81,42 @@ impl Filters {
         }
         body
     }
+
+    /// The filters in words, for a confirmation: `status pending, initiator prebuilds`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.statuses.is_empty() {
+            parts.push(format!("status {}", self.statuses.join(" or ")));
+        }
+        if let Some(i) = &self.initiator {
+            parts.push(format!("initiator {i}"));
+        }
+        for (k, v) in &self.tags {
+            parts.push(format!("tag {k}={v}"));
+        }
+        if !self.ids.is_empty() {
+            parts.push(format!("id {}", self.ids.join(" or ")));
+        }
+        parts.join(", ")
+    }
+
+    /// Statuses and ids checked here, so a typo is a usage error before any request.
+    fn check(self) -> Result<Self, ClientError> {
+        for s in &self.statuses {
+            crate::domain::job::JobStatus::parse(s).map_err(ClientError::Usage)?;
+        }
+        for id in &self.ids {
+            if uuid::Uuid::parse_str(id).is_err() {
+                return Err(ClientError::Usage(format!(
+                    "\"{id}\" is not a job id (a UUID)"
+                )));
+            }
+        }
+        Ok(self)
+    }
 }
 
-fn tag_pair(raw: &str) -> Result<(String, String), ClientError> {
+pub fn tag_pair(raw: &str) -> Result<(String, String), ClientError> {
     match raw.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(ClientError::Usage(format!(
@@ -140,7 +173,7 @@ impl FilterArgs {
                 }
             }
         }
-        Ok(f)
+        f.check()
     }
 }
 
@@ -157,19 +190,26 @@ mod tests {
 
     #[test]
     fn search_terms_become_filters() {
-        let f = args("initiator:prebuilds status:pending,running tag:os=linux id:abc")
+        let f = args("initiator:prebuilds status:pending,running tag:os=linux id:5b0b6a3e-59c4-4f5f-9d6c-0d3a1c3f1a2b")
             .filters()
             .unwrap();
         assert_eq!(f.initiator.as_deref(), Some("prebuilds"));
         assert_eq!(f.statuses, ["pending", "running"]);
         assert_eq!(f.tags["os"], "linux");
-        assert_eq!(f.ids, ["abc"]);
+        assert_eq!(f.ids, ["5b0b6a3e-59c4-4f5f-9d6c-0d3a1c3f1a2b"]);
         assert!(!f.is_empty());
     }
 
     #[test]
     fn bad_terms_are_usage_errors() {
-        for bad in ["prebuilds", "color:red", "tag:novalue", "tag:=x"] {
+        for bad in [
+            "prebuilds",
+            "color:red",
+            "tag:novalue",
+            "tag:=x",
+            "status:bogus",
+            "id:nope",
+        ] {
             assert!(
                 matches!(args(bad).filters(), Err(ClientError::Usage(_))),
                 "{bad}"

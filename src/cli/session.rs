@@ -51,3 +51,13 @@ fn write_private(path: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
 fn write_private(path: &std::path::Path, body: &[u8]) -> anyhow::Result<()> {
     std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))
 }
+
+/// Forgets the saved session; false when there was none.
+pub fn remove() -> anyhow::Result<bool> {
+    let Some(path) = path() else { return Ok(false) };
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot remove {}", path.display()))),
+    }
+}

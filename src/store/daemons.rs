@@ -162,6 +162,18 @@ impl SeenDaemons {
         (hit.registration == *reg && hit.at.elapsed() < self.every).then(|| hit.row.clone())
     }
 
+    /// Forgets a registration, so the next one is written (after a deregistration).
+    fn forget(&self, reg: &DaemonRegistration) {
+        let removed = self
+            .registered
+            .lock()
+            .expect("not poisoned")
+            .remove(&registration_key(reg));
+        if let Some(r) = removed {
+            self.touched.lock().expect("not poisoned").remove(&r.row.id);
+        }
+    }
+
     fn remember(&self, reg: DaemonRegistration, row: daemon::Model) {
         let now = Instant::now();
         let mut registered = self.registered.lock().expect("not poisoned");
@@ -256,6 +268,27 @@ impl Store {
         let row = rows.pop().expect("an upsert returns its row");
         self.seen.remember(remembered, row.clone());
         Ok(row)
+    }
+
+    /// Marks a daemon that is shutting down offline at once (its `last_seen_at` moves just past
+    /// `stale_after`), so lists do not show it idle until it goes stale.
+    pub async fn mark_daemon_offline(
+        &self,
+        reg: &DaemonRegistration,
+        stale_after: Duration,
+    ) -> StoreResult<()> {
+        self.seen.forget(reg);
+        daemon::Entity::update_many()
+            .col_expr(
+                daemon::Column::LastSeenAt,
+                Expr::value(now() - stale_after - Duration::seconds(1)),
+            )
+            .filter(daemon::Column::OrganizationId.eq(reg.organization_id))
+            .filter(daemon::Column::Name.eq(reg.name.clone()))
+            .filter(daemon::Column::OwnerTag.eq(reg.tags.owner().to_string()))
+            .exec(self.connection())
+            .await?;
+        Ok(())
     }
 
     pub async fn daemon_by_id(&self, id: Uuid) -> StoreResult<Option<daemon::Model>> {

@@ -72,6 +72,16 @@ impl Store {
         Ok(created)
     }
 
+    /// Every user but the system ones, oldest first (`GET /users`, owners only).
+    pub async fn all_users(&self) -> StoreResult<Vec<user::Model>> {
+        use sea_orm::QueryOrder;
+        Ok(user::Entity::find()
+            .filter(user::Column::IsSystem.eq(false))
+            .order_by_asc(user::Column::CreatedAt)
+            .all(self.connection())
+            .await?)
+    }
+
     pub async fn user_by_id(&self, id: Uuid) -> StoreResult<user::Model> {
         user::Entity::find_by_id(id)
             .one(self.connection())

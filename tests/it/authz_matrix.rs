@@ -33,6 +33,7 @@ const MATRIX: &[(&str, &str)] = &[
     ("POST /users/login", "open open open open open open"),
     ("POST /users/logout", "401 open open open 401 401"),
     ("POST /users", "401 403 403 open 401 401"),
+    ("GET /users", "401 403 403 open 401 401"),
     ("GET /users/{user}", "401 open open open 401 401"),
     ("GET /organizations", "401 open open open 401 401"),
     ("POST /organizations", "401 403 403 open 401 401"),
@@ -73,6 +74,10 @@ const MATRIX: &[(&str, &str)] = &[
         "401 404 404 open 401 401",
     ),
     (
+        "GET /organizations/{organization}/queue",
+        "401 open 404 open 401 401",
+    ),
+    (
         "GET /organizations/{organization}/provisionerdaemons",
         "401 404 404 open 401 401",
     ),
@@ -101,6 +106,7 @@ const MATRIX: &[(&str, &str)] = &[
     // The worker API: keys and the PSK belong here only; a key of another organization cannot
     // register in this one (400 on `organization`) nor touch its jobs (404).
     ("POST /provisionerd/acquire", "401 403 403 open 400 open"),
+    ("POST /provisionerd/deregister", "401 403 403 open 400 open"),
     (
         "POST /provisionerd/jobs/{job}/update",
         "401 403 403 open 404 open",
@@ -134,7 +140,7 @@ struct Persona {
 /// A body that parses for each operation and changes nothing that later cells need.
 fn body_for(op: &str, license: &str) -> Option<Value> {
     let method = op.split(' ').next().unwrap();
-    if op == "POST /provisionerd/acquire" {
+    if op == "POST /provisionerd/acquire" || op == "POST /provisionerd/deregister" {
         return Some(json!({"name": "matrix", "organization": "default", "wait_seconds": 0}));
     }
     if op.starts_with("POST /provisionerd/jobs/") {

@@ -88,7 +88,7 @@ backend_tests! {
         assert_eq!(code, 1);
         assert!(err.contains("Default organization cannot be deleted."), "{err}");
 
-        ok(h, &["licenses", "delete", "1"]);
+        ok(h, &["licenses", "delete", "1", "--yes"]);
         let (code, _, err) = run(h, &["organizations", "create", "globex"]);
         assert_eq!(code, 1, "the entitlement left with the license: {err}");
         let (code, _, _) = run(h, &["licenses", "sign", "--key", "signing.pem", "--kid", &kid, "--feature", "oops", "--expires", "1d"]);

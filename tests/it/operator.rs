@@ -170,20 +170,20 @@ backend_tests! {
         app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         let (code, out, _) = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list", "-c", "type,status,queue,tags"]);
         assert_eq!(code, 0);
-        let expected = " TYPE                     STATUS   QUEUE  TAGS\n workspace_build          pending         owner= scope=organization\n template_version_import  pending         os=linux owner= scope=organization\n";
+        let expected = " TYPE                     STATUS   QUEUE      TAGS\n workspace_build          pending  unmatched  owner= scope=organization\n template_version_import  pending  unmatched  os=linux owner= scope=organization\n";
         assert_eq!(out, expected);
         let (_, out, _) = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list", "-o", "json", "-l", "1"]);
         let parsed: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(parsed.as_array().unwrap().len(), 1);
         assert_eq!(parsed[0]["type"], "workspace_build");
         let default_header = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list"]).1;
-        assert!(default_header.lines().next().unwrap().split_whitespace().collect::<Vec<_>>() == ["CREATED", "AT", "ID", "TYPE", "STATUS", "QUEUE", "TAGS"], "{default_header}");
+        assert!(default_header.lines().next().unwrap().split_whitespace().collect::<Vec<_>>() == ["CREATED", "AT", "ID", "TYPE", "STATUS", "INITIATOR", "QUEUE", "TAGS"], "{default_header}");
 
         let (code, _, err) = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list", "--search", "colour:red"]);
         assert_eq!(code, 2);
         assert!(err.contains("unknown search key"), "{err}");
         let (code, _, err) = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list", "-s", "done"]);
-        assert_eq!(code, 1, "a request the server refuses exits 1");
+        assert_eq!(code, 2, "a bad status is bad usage, caught before the request");
         assert!(err.contains("status"), "{err}");
         let (code, _, err) = cli(&app, &owner, home.path(), &["provisioner", "jobs", "list", "--token", "abcdefghij-abcdefghijklmnopqrstuv"]);
         assert_eq!(code, 1);
@@ -193,7 +193,7 @@ backend_tests! {
         assert!(out.trim().len() >= 40);
         let (_, out, _) = cli(&app, &owner, home.path(), &["provisioner", "keys", "list"]);
         assert!(out.contains("pool") && out.contains("os=linux"), "{out}");
-        let (code, _, _) = cli(&app, &owner, home.path(), &["provisioner", "keys", "delete", "pool"]);
+        let (code, _, _) = cli(&app, &owner, home.path(), &["provisioner", "keys", "delete", "pool", "-y"]);
         assert_eq!(code, 0);
     }
 }
