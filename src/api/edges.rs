@@ -252,16 +252,15 @@ impl<E: Endpoint> Endpoint for EdgeGuardEndpoint<E> {
 }
 
 /// Percent-decodes `raw` (with `+` as a space in queries), refusing bytes that are not UTF-8.
-pub fn percent_decode(raw: &str, plus_is_space: bool) -> Result<String, ()> {
+fn percent_decode(raw: &str, plus_is_space: bool) -> Option<String> {
     let bytes = raw.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(())?;
-                let hex = std::str::from_utf8(hex).map_err(|_| ())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
             b'+' if plus_is_space => {
@@ -274,7 +273,7 @@ pub fn percent_decode(raw: &str, plus_is_space: bool) -> Result<String, ()> {
             }
         }
     }
-    String::from_utf8(out).map_err(|_| ())
+    String::from_utf8(out).ok()
 }
 
 /// A value as shown in a message: short, with NUL visible.
@@ -294,15 +293,15 @@ fn check_path(op: &Operation, segments: &[&str]) -> Result<(), ApiError> {
             continue;
         };
         let problem = match percent_decode(raw, false) {
-            Err(()) => Some((
+            None => Some((
                 format!("Invalid {name} \"{}\": not valid UTF-8.", shown(raw)),
                 "must be valid UTF-8 once percent-decoded".to_string(),
             )),
-            Ok(value) if value.contains('\0') => Some((
+            Some(value) if value.contains('\0') => Some((
                 format!("Invalid {name} \"{}\": NUL is not allowed.", shown(&value)),
                 "must not contain NUL characters".to_string(),
             )),
-            Ok(value) => match format {
+            Some(value) => match format {
                 Format::Uuid if uuid::Uuid::parse_str(&value).is_err() => Some((
                     format!("Invalid {name} id \"{}\": expected a UUID", shown(&value)),
                     format!("\"{}\" is not a UUID", shown(&value)),
@@ -335,7 +334,7 @@ fn check_query(op: &Operation, query: Option<&str>) -> Result<(), ApiError> {
     let mut seen_unknown = BTreeSet::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-        let Ok(key) = percent_decode(raw_key, true) else {
+        let Some(key) = percent_decode(raw_key, true) else {
             v.push(
                 "query",
                 "parameter names must be valid UTF-8 once percent-decoded",
@@ -349,11 +348,11 @@ fn check_query(op: &Operation, query: Option<&str>) -> Result<(), ApiError> {
             continue;
         }
         match percent_decode(raw_value, true) {
-            Err(()) => v.push(key, "must be valid UTF-8 once percent-decoded"),
-            Ok(value) if value.contains('\0') || key.contains('\0') => {
+            None => v.push(key, "must be valid UTF-8 once percent-decoded"),
+            Some(value) if value.contains('\0') || key.contains('\0') => {
                 v.push(shown(&key), "must not contain NUL characters")
             }
-            Ok(_) => {}
+            Some(_) => {}
         }
     }
     if v.is_empty() {
@@ -423,10 +422,8 @@ fn find_nul(value: &Value, schema: &Value, at: &str, out: &mut Vec<String>) {
                 find_nul(item, &schema["items"], &format!("{at}[{i}]"), out);
             }
         }
-        Value::Object(_) if named.is_none() && !at.is_empty() => {
-            if contains_nul(value) {
-                out.push(field_name(at));
-            }
+        Value::Object(_) if named.is_none() && !at.is_empty() && contains_nul(value) => {
+            out.push(field_name(at));
         }
         Value::Object(map) => {
             for (k, item) in map {
@@ -519,9 +516,9 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c", true).unwrap(), "a b c");
         assert_eq!(percent_decode("a+b", false).unwrap(), "a+b");
         assert_eq!(percent_decode("%00", false).unwrap(), "\0");
-        assert!(percent_decode("%FF", false).is_err());
-        assert!(percent_decode("%F", false).is_err());
-        assert!(percent_decode("%zz", false).is_err());
+        assert_eq!(percent_decode("%FF", false), None);
+        assert_eq!(percent_decode("%F", false), None);
+        assert_eq!(percent_decode("%zz", false), None);
     }
 
     #[test]
