@@ -201,7 +201,7 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
+    pub(crate) fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
         let mut c = Condition::all().add(Column::OrganizationId.eq(organization_id));
         if !f.ids.is_empty() {
             c = c.add(Column::Id.is_in(f.ids.clone()));
