@@ -15,6 +15,7 @@ pub mod logs_follow;
 pub mod meta;
 pub mod observe;
 pub mod organizations;
+pub mod overview;
 pub mod prebuilds;
 pub mod provisionerd;
 pub mod queue_position;
@@ -60,6 +61,7 @@ type Apis = (
     prebuilds::PrebuildsApi,
     organizations::OrganizationsApi,
     licenses::LicensesApi,
+    overview::OverviewApi,
 );
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
@@ -88,6 +90,9 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             licenses::LicensesApi {
+                state: state.clone(),
+            },
+            overview::OverviewApi {
                 state: state.clone(),
             },
         ),

@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod licenses;
 pub mod logs;
 pub mod organizations;
+pub mod overview;
 pub mod provisioner_keys;
 pub mod replicas;
 pub mod sessions;

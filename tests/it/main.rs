@@ -19,6 +19,7 @@ mod logs;
 mod metrics;
 mod operator;
 mod organizations;
+mod overview;
 mod reaper;
 mod secrets;
 mod status_sql;
