@@ -66,7 +66,7 @@ fn render(
             }
         }
         p.summary {
-            strong { (daemons.len()) } " daemons in " (org.name) ": "
+            strong { (daemons.len()) } @if daemons.len() == 1 { " daemon in " } @else { " daemons in " } (org.name) ": "
             (count("idle")) " idle, " (count("busy")) " busy, " (count("offline")) " offline"
         }
         table.daemons {

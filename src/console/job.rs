@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::error::PageError;
 use super::jobs::{jobs_url, usernames};
-use super::page::{Nav, api_name, confirm_dialog, html_response, shell, status_badge, tag_chips};
+use super::page::{
+    Nav, api_name, confirm_dialog, html_response, is_default_tag, shell, status_badge, tag_chips,
+};
 use super::session::Viewer;
 use super::time::{exact, time_el};
 use crate::api::AppState;
@@ -111,6 +113,7 @@ fn render(viewer: &Viewer, v: &JobView) -> Markup {
                 (error)
             }
         }
+        @if j.started_at.is_some() { (logs(v, &api)) }
         div.columns {
             section {
                 h2 { "Timeline" }
@@ -125,11 +128,18 @@ fn render(viewer: &Viewer, v: &JobView) -> Markup {
                 (fields(v))
             }
         }
+        @if j.started_at.is_none() { (logs(v, &api)) }
+    }
+}
+
+/// The log view; the script fills it from the API's WebSocket follow.
+fn logs(v: &JobView, api: &str) -> Markup {
+    html! {
         h2 { "Logs" }
         pre.logs role="log" aria-live="polite" aria-label="Job logs" tabindex="0"
             data-logs-url={ (api) "/logs" } data-job-url=(api)
-            data-finished=(j.completed_at.is_some()) {}
-        @if j.logs_overflowed {
+            data-finished=(v.job.completed_at.is_some()) {}
+        @if v.job.logs_overflowed {
             p.warn { "The logs overflowed their size limit: later lines were dropped." }
         }
     }
@@ -179,11 +189,19 @@ fn waiting(v: &JobView) -> Markup {
         .iter()
         .filter(|d| d.status != DaemonStatus::Offline)
         .collect();
-    let tag_text: Vec<String> = tags.iter().map(|(k, val)| format!("{k}={val}")).collect();
+    let tag_text: Vec<String> = tags
+        .iter()
+        .filter(|(k, val)| !is_default_tag(k, val))
+        .map(|(k, val)| format!("{k}={val}"))
+        .collect();
     html! {
         @if online.is_empty() {
             p.warn data-why="unmatched" {
-                "No online daemon matches tags " code { (tag_text.join(" ")) }
+                @if tag_text.is_empty() {
+                    "No online untagged daemon"
+                } @else {
+                    "No online daemon matches tags " code { (tag_text.join(" ")) }
+                }
                 " with provisioner " code { (v.row.provisioner) } "."
                 @if !capable.is_empty() {
                     " Offline daemons that could run it: "
@@ -209,7 +227,11 @@ fn fields(v: &JobView) -> Markup {
     let j = &v.job;
     let now = now();
     let input = serde_json::to_value(&j.input).unwrap_or_default();
-    let metadata = serde_json::to_value(&j.metadata).unwrap_or_default();
+    // Only what was set: empty names say nothing.
+    let mut metadata = serde_json::to_value(&j.metadata).unwrap_or_default();
+    if let Some(m) = metadata.as_object_mut() {
+        m.retain(|_, v| v.as_str() != Some(""));
+    }
     let by_initiator = jobs_url(&[("initiator".to_string(), v.initiator.clone())]);
     html! {
         table.fields {
@@ -224,7 +246,9 @@ fn fields(v: &JobView) -> Markup {
                 tr { th scope="row" { "Worker" } td {
                     @if j.worker_name.is_empty() { span.muted { "—" } } @else { a href="/daemons" { (j.worker_name) } }
                 } }
-                tr { th scope="row" { "Queue" } td { (j.queue_position) " / " (j.queue_size) } }
+                tr { th scope="row" { "Queue" } td {
+                    @if j.queue_size > 0 { "position " (j.queue_position) " of " (j.queue_size) } @else { span.muted { "—" } }
+                } }
                 @for (name, at) in [("Created", Some(j.created_at)), ("Started", j.started_at), ("Canceled", j.canceled_at), ("Completed", j.completed_at)] {
                     tr { th scope="row" { (name) } td {
                         @if let Some(t) = at { (exact(t)) " · " (time_el(t, now)) } @else { span.muted { "—" } }

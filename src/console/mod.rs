@@ -24,6 +24,7 @@ use poem::http::header;
 use poem::middleware::SetHeader;
 use poem::{EndpointExt, IntoEndpoint, Route, get, post};
 
+pub use jobs::MAX_ROWS;
 pub use session::{SIGNIN_PATH, same_origin};
 
 /// Nothing but this origin's own files; no inline script or style; no framing.

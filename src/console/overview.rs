@@ -13,8 +13,9 @@ use super::session::Viewer;
 use super::time::duration_words;
 use crate::api::AppState;
 use crate::domain::job::JobStatus;
+use crate::domain::now;
 use crate::entity::organization;
-use crate::store::console::QueueOverview;
+use crate::store::overview::QueueOverview;
 
 /// How often the script re-reads the numbers (the issue asks for at most 5 s).
 pub const REFRESH_MS: u64 = 4000;
@@ -22,13 +23,21 @@ pub const REFRESH_MS: u64 = 4000;
 /// `GET /`.
 #[handler]
 pub async fn page(viewer: Viewer, Data(state): Data<&AppState>) -> Result<Response, PageError> {
-    let mut sections = Vec::new();
-    if viewer.is_owner() {
-        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-        for org in state.store.all_organizations().await? {
-            let queue = state.store.console_overview(org.id, stale).await?;
-            sections.push((org, queue));
-        }
+    // The organizations whose queue the API shows this user: all for owners, their own for
+    // members.
+    let mut organizations = state.store.all_organizations().await?;
+    if !viewer.is_owner() {
+        let mine = state
+            .store
+            .organization_ids_of(viewer.caller.user.id)
+            .await?;
+        organizations.retain(|o| mine.contains(&o.id));
+    }
+    let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+    let mut sections = Vec::with_capacity(organizations.len());
+    for org in organizations {
+        let queue = state.store.queue_overview(org.id, stale).await?;
+        sections.push((org, queue));
     }
     let body = render(&viewer, &sections);
     Ok(html_response(
@@ -55,8 +64,8 @@ fn render(viewer: &Viewer, sections: &[(organization::Model, QueueOverview)]) ->
         }
         @if !viewer.is_owner() {
             p.notice {
-                "The queue's numbers, jobs and daemons are visible to owners; your account is a member. "
-                "The " a href="/licenses" { "licenses page" } " shows what this deployment is entitled to."
+                "Your account is a member: you see the queue's numbers of your organizations; "
+                "its jobs and daemons are visible to owners."
             }
         }
         @for (org, q) in sections {
@@ -107,7 +116,7 @@ fn org_section(org: &organization::Model, q: &QueueOverview) -> Markup {
             div.cards {
                 @for s in STATUSES {
                     a.card href=(jobs_link(s.as_str())) {
-                        span class={ "n s-" (s.as_str()) } data-count=(s.as_str()) { (q.count(s)) }
+                        span class={ "n s-" (s.as_str()) } data-count=(s.as_str()) { (q.jobs.get(&s).copied().unwrap_or(0)) }
                         span.label { (s.as_str()) }
                     }
                 }
@@ -119,17 +128,17 @@ fn org_section(org: &organization::Model, q: &QueueOverview) -> Markup {
             div.facts {
                 dl {
                     dt { "Oldest pending" }
-                    dd data-stat="oldest" { (q.oldest_pending_age_seconds.map(duration_words).unwrap_or_else(|| "—".into())) }
+                    dd data-stat="oldest" { (q.oldest_pending.map(|t| duration_words((now() - t).num_seconds())).unwrap_or_else(|| "—".into())) }
                     dt { "Enqueued, last 5 min" }
-                    dd data-stat="enqueued" { (q.enqueued_last_5m) }
+                    dd data-stat="enqueued" { (q.enqueued_recently) }
                     dt { "Finished, last 5 min" }
-                    dd data-stat="finished" { (q.finished_last_5m) }
+                    dd data-stat="finished" { (q.finished_recently) }
                 }
                 dl {
                     dt { a href={ "/daemons?organization=" (org.name) } { "Daemons idle" } }
-                    dd data-daemons="idle" { (q.daemons.idle) }
-                    dt { "busy" } dd data-daemons="busy" { (q.daemons.busy) }
-                    dt { "offline" } dd data-daemons="offline" { (q.daemons.offline) }
+                    dd data-daemons="idle" { (q.daemons.get("idle").copied().unwrap_or(0)) }
+                    dt { "busy" } dd data-daemons="busy" { (q.daemons.get("busy").copied().unwrap_or(0)) }
+                    dt { "offline" } dd data-daemons="offline" { (q.daemons.get("offline").copied().unwrap_or(0)) }
                 }
             }
             p.updated.muted { "Updated " span data-updated { "now" } }

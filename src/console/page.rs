@@ -112,15 +112,16 @@ pub fn status_badge(status: &str) -> Markup {
     html! { span class={ "badge s-" (status) } { (status) } }
 }
 
-/// Tags as `k=v` chips, leaving out the default scope pair every untagged job carries.
+/// Whether a tag is one of the pair every organization-scoped job or daemon carries
+/// (`scope=organization`, `owner=`), which says nothing on a page.
+pub fn is_default_tag(key: &str, value: &str) -> bool {
+    (key == SCOPE && value == SCOPE_ORGANIZATION) || (key == OWNER && value.is_empty())
+}
+
+/// Tags as `k=v` chips, leaving out the default pair.
 pub fn tag_chips(tags: &BTreeMap<String, String>) -> Markup {
-    let shown: Vec<(&String, &String)> = tags
-        .iter()
-        .filter(|(k, v)| {
-            !((k.as_str() == SCOPE && v.as_str() == SCOPE_ORGANIZATION)
-                || (k.as_str() == OWNER && v.is_empty()))
-        })
-        .collect();
+    let shown: Vec<(&String, &String)> =
+        tags.iter().filter(|(k, v)| !is_default_tag(k, v)).collect();
     html! {
         @if shown.is_empty() {
             span.muted { "untagged" }

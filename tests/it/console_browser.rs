@@ -85,8 +85,11 @@ impl Browser {
             .goto(&format!("{}{path}", self.base))
             .await
             .expect("navigation");
-        self.until("the page's script to run", "return document.body && document.body.dataset.ready === 'true';")
-            .await;
+        self.until(
+            "the page's script to run",
+            "return document.body && document.body.dataset.ready === 'true';",
+        )
+        .await;
     }
 
     /// The path and query the browser is at.
@@ -151,6 +154,19 @@ impl Browser {
         .unwrap_or_else(|e| panic!("cannot click {name}: {e}"));
     }
 
+    /// Clicks a button or link that loads a new page (a link, a form, an action that reloads)
+    /// and waits until the new page's script has run.
+    pub async fn click_to_load(&self, name: &str) {
+        self.js("document.body.dataset.stale = 'true'; return true;")
+            .await;
+        self.click(name).await;
+        self.until(
+            &format!("the page after {name}"),
+            "return document.body && !document.body.dataset.stale && document.body.dataset.ready === 'true';",
+        )
+        .await;
+    }
+
     /// Types into the form field labelled `label`.
     pub async fn fill(&self, label: &str, text: &str) {
         let field = self
@@ -174,14 +190,20 @@ impl Browser {
     /// Signs in through the form and waits for the overview.
     pub async fn sign_in(&self, email: &str, password: &str) {
         self.goto("/").await;
-        assert!(self.location().await.starts_with("/signin"), "not sent to sign in");
+        assert!(
+            self.location().await.starts_with("/signin"),
+            "not sent to sign in"
+        );
         self.fill("Email", email).await;
         self.fill("Password", password).await;
         self.click("Sign in").await;
         self.find("//nav[@aria-label='Main']//a[normalize-space()='Overview']")
             .await;
-        self.until("the overview", "return document.body.dataset.ready === 'true' && location.pathname === '/';")
-            .await;
+        self.until(
+            "the overview",
+            "return document.body.dataset.ready === 'true' && location.pathname === '/';",
+        )
+        .await;
     }
 
     /// Saves a screenshot of the page as `<name>.png`: into `PROVQ_SCREENSHOTS` when set
@@ -191,16 +213,17 @@ impl Browser {
         if self.backend != Backend::Sqlite {
             return;
         }
-        let dir = std::env::var("PROVQ_SCREENSHOTS").unwrap_or_else(|_| {
-            format!("{}/console-screenshots", env!("CARGO_TARGET_TMPDIR"))
-        });
+        let dir = std::env::var("PROVQ_SCREENSHOTS")
+            .unwrap_or_else(|_| format!("{}/console-screenshots", env!("CARGO_TARGET_TMPDIR")));
         std::fs::create_dir_all(&dir).expect("screenshot folder");
         let png = self.client.screenshot().await.expect("screenshot");
         std::fs::write(format!("{dir}/{name}.png"), png).expect("screenshot written");
     }
 
     pub async fn close(self) {
-        let Self { client, _driver, .. } = self;
+        let Self {
+            client, _driver, ..
+        } = self;
         client.close().await.ok();
     }
 }

@@ -7,6 +7,8 @@ mod license_keys;
 mod authz_matrix;
 mod chaos;
 mod cli;
+mod console;
+mod console_browser;
 mod dispatch;
 mod entitlements;
 mod foundation;
