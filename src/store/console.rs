@@ -3,10 +3,8 @@
 //! would cancel (the count a confirmation states).
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use super::jobs::JobFilter;
@@ -29,13 +27,9 @@ impl From<&job::Model> for JobCursor {
     }
 }
 
-/// The jobs `cancel_jobs` would cancel: not finished, not canceled, not failed.
-fn cancelable() -> Condition {
-    Condition::all()
-        .add(Column::CompletedAt.is_null())
-        .add(Column::CanceledAt.is_null())
-        .add(Expr::cust("COALESCE(error, '') = ''"))
-}
+/// SQL: 1 for a job `cancel_jobs` would cancel (not finished, not canceled, not failed).
+const CANCELABLE: &str = "CASE WHEN completed_at IS NULL AND canceled_at IS NULL \
+    AND COALESCE(error, '') = '' THEN 1 ELSE 0 END";
 
 impl Store {
     /// Jobs matching `filter`, newest first (the order of `list_jobs`), after `before`.
@@ -67,21 +61,21 @@ impl Store {
             .await?)
     }
 
-    /// How many jobs match `filter`, and how many of them a bulk cancel would cancel.
+    /// How many jobs match `filter`, and how many of them a bulk cancel would cancel (one scan).
     pub async fn count_jobs(
         &self,
         organization_id: Uuid,
         filter: &JobFilter,
     ) -> StoreResult<(u64, u64)> {
-        let matching = job::Entity::find()
+        let counts: Option<(i64, Option<i64>)> = job::Entity::find()
+            .select_only()
+            .column_as(Expr::col(Column::Id).count(), "matching")
+            .column_as(Expr::cust(format!("SUM({CANCELABLE})")), "cancelable")
             .filter(self.filter_condition(organization_id, filter))
-            .count(self.connection())
+            .into_tuple()
+            .one(self.connection())
             .await?;
-        let cancelable = job::Entity::find()
-            .filter(self.filter_condition(organization_id, filter))
-            .filter(cancelable())
-            .count(self.connection())
-            .await?;
-        Ok((matching, cancelable))
+        let (matching, cancelable) = counts.unwrap_or_default();
+        Ok((matching as u64, cancelable.unwrap_or(0) as u64))
     }
 }
