@@ -345,7 +345,7 @@ backend_tests! {
     }
 
     async fn console_refuses_sign_in_and_sign_out_from_another_site(backend: Backend) {
-        let (app, owner) = spawn_queue(backend).await;
+        let (app, owner) = spawn_queue_with(backend, |s| s.rate_limit.login_per_minute = 3).await;
         let resp = sign_in_http(&app, Some("https://evil.example")).await;
         assert_eq!(resp.status(), StatusCode::FORBIDDEN);
         assert!(resp.headers().get("set-cookie").is_none());
@@ -363,6 +363,13 @@ backend_tests! {
             let (status, _) = app.get("/users/me", Some(&owner)).await;
             assert_eq!(status, StatusCode::OK, "the session survives a cross-site sign-out");
         }
+
+        // Sign-in attempts share the API login's budget per client address (3 here; the
+        // owner's login and the refused cross-site attempt used two).
+        let resp = sign_in_http(&app, None).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+        let resp = sign_in_http(&app, None).await;
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 
     async fn console_jobs_page_reports_bad_filters_and_stays_small_at_its_largest(backend: Backend) {
