@@ -13,12 +13,14 @@
 //! - [`store`]: the only code that talks to the database.
 //! - [`queue`]: wake-ups, the daemon long-poll and the reaper loop.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
+//! - [`console`]: the operator console, HTML pages at `/` on the API listener.
 //! - [`cli`]: the `provq` command tree and its HTTP client.
 //! - [`telemetry`]: log output.
 
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod entitlements;
 pub mod entity;

@@ -140,6 +140,7 @@ pub fn app(state: AppState) -> BoxEndpoint<'static> {
         .at("/api/v2/openapi.json", spec)
         .nest("/api/v2", service.around(logs_follow::follow_or))
         .nest("/swagger", swagger)
+        .nest("/", crate::console::routes())
         .with(edges::EdgeGuard::new(operations))
         .with(limits::RequestLimits::new(&state.settings.limits))
         .with(rate_limit::RateLimit::new(&state.settings.rate_limit))

@@ -123,6 +123,13 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let path = req.uri().path();
+        // The console's sign-in guesses passwords as well as the API's login: one budget.
+        if path == crate::console::SIGNIN_PATH
+            && req.method() == poem::http::Method::POST
+            && let Err(wait) = self.login.check(&client_ip(&req))
+        {
+            return Ok(too_many(self.login.limit(), wait));
+        }
         if path.starts_with("/api/v2/") && !path.starts_with(WORKER_PREFIX) {
             let route = route_template(path).unwrap_or_else(|| "unmatched".into());
             let ip = client_ip(&req);

@@ -3,6 +3,7 @@
 
 pub mod job;
 pub mod job_query;
+pub mod job_search;
 pub mod license;
 pub mod limits;
 pub mod names;

@@ -1,6 +1,7 @@
 //! The only code that talks to the database. Each file owns one resource; every statement about
 //! provisioner jobs lives in `jobs.rs`.
 
+pub mod console;
 pub mod daemons;
 pub mod jobs;
 pub mod licenses;

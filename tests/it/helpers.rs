@@ -74,6 +74,7 @@ pub fn test_settings(database_url: &str) -> Settings {
 
 /// A running server on a fresh database.
 pub struct TestApp {
+    pub backend: Backend,
     pub addr: SocketAddr,
     pub base: String,
     /// The Prometheus listener, when the settings enable it.
@@ -117,6 +118,7 @@ impl TestApp {
             app.run(token).await.expect("server runs");
         });
         Self {
+            backend,
             addr,
             base: format!("http://{addr}"),
             metrics_addr,

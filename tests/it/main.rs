@@ -8,6 +8,8 @@ mod authz_matrix;
 mod chaos;
 mod cli;
 mod cross_site;
+mod console;
+mod console_browser;
 mod dispatch;
 mod edges;
 mod entitlements;

@@ -193,7 +193,7 @@ impl Store {
             .ok_or(StoreError::NotFound)
     }
 
-    fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
+    pub(crate) fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
         let mut c = Condition::all().add(Column::OrganizationId.eq(organization_id));
         let nothing = || Expr::cust(JobStatus::Unknown.sql_predicate());
         match &f.ids {
