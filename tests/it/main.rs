@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod dispatch;
 mod entitlements;
+mod flood;
 mod foundation;
 mod hardening;
 mod jobs;

@@ -19,7 +19,7 @@ mod reap;
 
 pub(crate) use claims::ClaimBatcher;
 
-pub use queue::PendingGroup;
+pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
 use super::logs::{NewLog, cap_logs, insert_logs};
@@ -29,6 +29,9 @@ use crate::domain::secrets::hash_secret;
 use crate::domain::tags::Tags;
 use crate::domain::{PREBUILDS_USER_ID, now};
 use crate::entity::provisioner_job::{self as job, Column};
+
+/// Jobs per statement of a bulk cancel (see [`Store::cancel_jobs`]).
+const CANCEL_CHUNK: u64 = 1_000;
 
 /// A job about to be enqueued; every field is already validated.
 #[derive(Debug, Clone)]
@@ -383,15 +386,51 @@ impl Store {
         })
     }
 
-    /// Cancels every pending or running job matching `filter`, each atomically, in one
-    /// statement. Returns the canceled jobs.
+    /// Cancels every pending or running job matching `filter`, each atomically, and returns
+    /// their ids. The work goes in chunks of [`CANCEL_CHUNK`] jobs, each its own short statement
+    /// (a flood of 100,000 jobs never holds locks or the SQLite writer for long, so daemons,
+    /// enqueues and the reaper carry on in between); `on_chunk` sees each chunk's canceled jobs.
+    /// A job a daemon claims meanwhile is either canceled first (and never handed out) or
+    /// claimed first (and then canceled only if the filter still matches it, as `canceling`).
     pub async fn cancel_jobs(
         &self,
         organization_id: Uuid,
         filter: &JobFilter,
-    ) -> StoreResult<Vec<job::Model>> {
-        self.cancel_where(self.filter_condition(organization_id, filter))
-            .await
+        mut on_chunk: impl FnMut(&[job::Model]),
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut canceled = Vec::new();
+        let mut after: Option<Uuid> = None;
+        loop {
+            // Keyset pagination by id: each chunk starts where the last ended, so finding the
+            // next chunk never rescans what was already canceled.
+            let mut next = job::Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(self.filter_condition(organization_id, filter))
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::CanceledAt.is_null())
+                .order_by_asc(Column::Id)
+                .limit(CANCEL_CHUNK);
+            if let Some(after) = after {
+                next = next.filter(Column::Id.gt(after));
+            }
+            let ids: Vec<Uuid> = next.into_tuple().all(self.connection()).await?;
+            let Some(&last) = ids.last() else { break };
+            after = Some(last);
+            let more = ids.len() as u64 == CANCEL_CHUNK;
+            let chunk = self
+                .cancel_where(
+                    self.filter_condition(organization_id, filter)
+                        .add(Column::Id.is_in(ids)),
+                )
+                .await?;
+            on_chunk(&chunk);
+            canceled.extend(chunk.iter().map(|j| j.id));
+            if !more {
+                break;
+            }
+        }
+        Ok(canceled)
     }
 
     /// The one cancel statement: only jobs not finished and not already canceled match, and a
