@@ -162,7 +162,10 @@ async fn timed_gets(
 /// measured at once otherwise leaves the planner believing the table is empty).
 async fn analyze(store: &Store) -> anyhow::Result<()> {
     use sea_orm::ConnectionTrait;
-    store.connection().execute_unprepared("ANALYZE").await?;
+    store
+        .connection()
+        .execute_unprepared("ANALYZE provisioner_jobs")
+        .await?;
     Ok(())
 }
 

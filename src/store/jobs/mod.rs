@@ -30,8 +30,14 @@ use crate::domain::tags::Tags;
 use crate::domain::{PREBUILDS_USER_ID, now};
 use crate::entity::provisioner_job::{self as job, Column};
 
-/// Jobs per statement of a bulk cancel (see [`Store::cancel_jobs`]).
-const CANCEL_CHUNK: u64 = 1_000;
+/// Jobs per statement of a bulk cancel (see [`Store::cancel_jobs`]). SQLite's one writer waits
+/// for a whole chunk, so its chunks are smaller; PostgreSQL only locks the chunk's rows.
+fn cancel_chunk(backend: DbBackend) -> u64 {
+    match backend {
+        DbBackend::Postgres => 1_000,
+        _ => 250,
+    }
+}
 
 /// A job about to be enqueued; every field is already validated.
 #[derive(Debug, Clone)]
@@ -387,7 +393,7 @@ impl Store {
     }
 
     /// Cancels every pending or running job matching `filter`, each atomically, and returns
-    /// their ids. The work goes in chunks of [`CANCEL_CHUNK`] jobs, each its own short statement
+    /// their ids. The work goes in chunks (see [`cancel_chunk`]), each its own short statement
     /// (a flood of 100,000 jobs never holds locks or the SQLite writer for long, so daemons,
     /// enqueues and the reaper carry on in between); `on_chunk` sees each chunk's canceled jobs.
     /// A job a daemon claims meanwhile is either canceled first (and never handed out) or
@@ -400,6 +406,7 @@ impl Store {
     ) -> StoreResult<Vec<Uuid>> {
         let mut canceled = Vec::new();
         let mut after: Option<Uuid> = None;
+        let chunk_size = cancel_chunk(self.backend());
         loop {
             // Keyset pagination by id: each chunk starts where the last ended, so finding the
             // next chunk never rescans what was already canceled.
@@ -410,14 +417,14 @@ impl Store {
                 .filter(Column::CompletedAt.is_null())
                 .filter(Column::CanceledAt.is_null())
                 .order_by_asc(Column::Id)
-                .limit(CANCEL_CHUNK);
+                .limit(chunk_size);
             if let Some(after) = after {
                 next = next.filter(Column::Id.gt(after));
             }
             let ids: Vec<Uuid> = next.into_tuple().all(self.connection()).await?;
             let Some(&last) = ids.last() else { break };
             after = Some(last);
-            let more = ids.len() as u64 == CANCEL_CHUNK;
+            let more = ids.len() as u64 == chunk_size;
             let chunk = self
                 .cancel_where(
                     self.filter_condition(organization_id, filter)

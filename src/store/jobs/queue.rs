@@ -193,20 +193,19 @@ impl QueueSnapshot {
             let key = param(g.key.clone().into());
             let provisioner = param(g.provisioner.clone().into());
             let prebuild = param(q.is_prebuild.into());
-            let (c1, c2, id) = (
-                param(q.created_at.into()),
-                param(q.created_at.into()),
-                param(q.id.into()),
-            );
-            let side = if behind {
-                format!("created_at >= {c1} AND (created_at > {c2} OR id >= {id})")
+            let (at, id) = (param(q.created_at.into()), param(q.id.into()));
+            // Row values and the index order steer both planners (also PostgreSQL's generic
+            // plans) to the `(…, created_at, id)` pending index, whatever the statistics say.
+            let (side, limit) = if behind {
+                (
+                    format!("(created_at, id) >= ({at}, {id})"),
+                    format!(" ORDER BY created_at, id LIMIT {SHORT_SIDE}"),
+                )
             } else {
-                format!("created_at <= {c1} AND (created_at < {c2} OR id < {id})")
-            };
-            let limit = if behind {
-                format!(" LIMIT {SHORT_SIDE}")
-            } else {
-                String::new()
+                (
+                    format!("(created_at, id) < ({at}, {id})"),
+                    " ORDER BY created_at, id".to_string(),
+                )
             };
             parts.push(format!(
                 "SELECT CAST({i} AS BIGINT) AS q, (SELECT COUNT(*) FROM (SELECT 1 FROM provisioner_jobs \
