@@ -405,25 +405,41 @@ impl Store {
         mut on_chunk: impl FnMut(&[job::Model]),
     ) -> StoreResult<Vec<Uuid>> {
         let mut canceled = Vec::new();
-        let mut after: Option<Uuid> = None;
+        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
         let chunk_size = cancel_chunk(self.backend());
         loop {
-            // Keyset pagination by id: each chunk starts where the last ended, so finding the
-            // next chunk never rescans what was already canceled.
+            // Keyset pagination in dispatch order (the front of the queue goes first): each
+            // chunk starts where the last ended on the pending index, so finding the next chunk
+            // never rescans or re-sorts what was already canceled.
             let mut next = job::Entity::find()
                 .select_only()
                 .column(Column::Id)
+                .column(Column::IsPrebuild)
+                .column(Column::CreatedAt)
                 .filter(self.filter_condition(organization_id, filter))
                 .filter(Column::CompletedAt.is_null())
                 .filter(Column::CanceledAt.is_null())
+                .order_by_asc(Column::IsPrebuild)
+                .order_by_asc(Column::CreatedAt)
                 .order_by_asc(Column::Id)
                 .limit(chunk_size);
-            if let Some(after) = after {
-                next = next.filter(Column::Id.gt(after));
+            if let Some((prebuild, at, id)) = after {
+                let sql = match self.backend() {
+                    DbBackend::Postgres => "(is_prebuild, created_at, id) > ($1, $2, $3)",
+                    _ => "(is_prebuild, created_at, id) > (?, ?, ?)",
+                };
+                next = next.filter(Expr::cust_with_values(
+                    sql,
+                    [sea_orm::Value::from(prebuild), at.into(), id.into()],
+                ));
             }
-            let ids: Vec<Uuid> = next.into_tuple().all(self.connection()).await?;
-            let Some(&last) = ids.last() else { break };
-            after = Some(last);
+            let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
+                next.into_tuple().all(self.connection()).await?;
+            let Some(&(last, prebuild, at)) = rows.last() else {
+                break;
+            };
+            after = Some((prebuild, at, last));
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
             let more = ids.len() as u64 == chunk_size;
             let chunk = self
                 .cancel_where(
