@@ -135,6 +135,12 @@ impl Application {
             &self.state.settings.reaper,
         );
         tokio::spawn(reaper.run(internal.clone()));
+        tokio::spawn(
+            self.state
+                .store
+                .clone()
+                .keep_pending_counts_folded(internal.clone()),
+        );
         if let Some(acceptor) = self.metrics_acceptor {
             let app = crate::metrics::endpoint(self.state.clone());
             let stop = internal.clone();

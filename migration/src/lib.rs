@@ -17,6 +17,7 @@ mod m20261129_000010_create_replicas;
 mod m20261129_000011_seed_defaults;
 mod m20261129_000012_add_job_tags_key;
 mod m20261202_000001_organization_name_lower_unique;
+mod m20261202_000020_pending_counts;
 
 /// The id of the built-in `prebuilds` system user (fixed, as in Coder).
 pub const PREBUILDS_USER_ID: &str = "c42fdf75-3097-471c-8c33-fb52454d81c0";
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000011_seed_defaults::Migration),
             Box::new(m20261129_000012_add_job_tags_key::Migration),
             Box::new(m20261202_000001_organization_name_lower_unique::Migration),
+            Box::new(m20261202_000020_pending_counts::Migration),
         ]
     }
 }

@@ -2,15 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use poem_openapi::{Enum, Object};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::queue_position::{DaemonIndex, PendingJob, queue_numbers};
 use super::state::AppState;
 use crate::domain::job::{JobStatus, Provisioner};
 use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::{provisioner_daemon, provisioner_job};
+use crate::entity::provisioner_job;
 use crate::store::jobs::status_of;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -127,15 +128,6 @@ pub struct QueueNumbers {
     pub size: i64,
 }
 
-/// Whether daemon `d` may run job `j` (tags and provisioner; the organization is the caller's).
-pub fn daemon_can_run(d: &provisioner_daemon::Model, j: &provisioner_job::Model) -> bool {
-    crate::store::daemons::daemon_runs(
-        d,
-        &Tags::from_stored(map_from_json(&j.tags)),
-        &j.provisioner,
-    )
-}
-
 fn job_type(raw: &str) -> ProvisionerJobType {
     match raw {
         "workspace_build" => ProvisionerJobType::WorkspaceBuild,
@@ -144,31 +136,24 @@ fn job_type(raw: &str) -> ProvisionerJobType {
     }
 }
 
-/// Builds the JSON of a job given the organization's daemons and its queue numbers.
+/// Builds the JSON of a job given the organization's daemons and its queue numbers. The job's
+/// tags are parsed once, for matching and for the answer.
 pub fn present(
     j: provisioner_job::Model,
-    daemons: &[provisioner_daemon::Model],
+    daemons: &DaemonIndex,
     queue: QueueNumbers,
 ) -> ProvisionerJob {
     let status = status_of(&j);
     let worker_name = j
         .worker_id
-        .and_then(|w| daemons.iter().find(|d| d.id == w))
-        .map(|d| d.name.clone())
+        .and_then(|w| daemons.name(w))
+        .map(str::to_string)
         .unwrap_or_default();
-    let available_workers = if status == JobStatus::Pending {
-        daemons
-            .iter()
-            .filter(|d| daemon_can_run(d, &j))
-            .map(|d| d.id)
-            .collect()
+    let tags = Tags::from_stored(map_from_json(&j.tags));
+    let (available_workers, queue) = if status == JobStatus::Pending {
+        (daemons.available(&tags, &j.provisioner), queue)
     } else {
-        Vec::new()
-    };
-    let queue = if status == JobStatus::Pending {
-        queue
-    } else {
-        QueueNumbers::default()
+        (Vec::new(), QueueNumbers::default())
     };
     ProvisionerJob {
         id: j.id,
@@ -182,7 +167,7 @@ pub fn present(
         worker_id: j.worker_id,
         worker_name,
         file_id: j.file_id,
-        tags: map_from_json(&j.tags),
+        tags: tags.as_map().clone(),
         queue_position: queue.position,
         queue_size: queue.size,
         organization_id: j.organization_id,
@@ -195,15 +180,31 @@ pub fn present(
     }
 }
 
-/// Presents jobs of one organization (one daemon lookup for the whole page).
+/// Presents jobs of one organization: one daemon lookup for the whole page, and queue numbers
+/// whose cost does not grow with the backlog (see `queue_position`).
 pub async fn present_all(
     state: &AppState,
     organization_id: Uuid,
     jobs: Vec<provisioner_job::Model>,
 ) -> Result<Vec<ProvisionerJob>, ApiError> {
-    let daemons = state.store.all_daemons(organization_id).await?;
-    let queue =
-        super::queue_position::queue_numbers(state, organization_id, &jobs, &daemons).await?;
+    let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+    let daemons = DaemonIndex::new(
+        state.store.all_daemons(organization_id).await?,
+        crate::domain::now() - stale,
+    );
+    let pending: Vec<PendingJob<'_>> = jobs
+        .iter()
+        .filter(|j| status_of(j) == JobStatus::Pending)
+        .map(|j| PendingJob {
+            id: j.id,
+            tags_key: &j.tags_key,
+            provisioner: &j.provisioner,
+            is_prebuild: j.is_prebuild,
+            created_at: j.created_at,
+        })
+        .collect();
+    let queue = queue_numbers(state, organization_id, &pending, &daemons).await?;
+    drop(pending);
     Ok(jobs
         .into_iter()
         .map(|j| {

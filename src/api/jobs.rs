@@ -393,15 +393,20 @@ impl JobsApi {
             tags,
             initiator,
         };
-        let canceled = self.state.store.cancel_jobs(org.id, &filter).await?;
-        for job in &canceled {
-            self.state.metrics.job_finished(job);
-            self.state.wakeups.job_event(job.id);
-        }
+        let canceled = self
+            .state
+            .store
+            .cancel_jobs(org.id, &filter, |chunk| {
+                for job in chunk {
+                    self.state.metrics.job_finished(job);
+                    self.state.wakeups.job_event(job.id);
+                }
+            })
+            .await?;
         tracing::info!(organization_id = %org.id, count = canceled.len(), by = %caller.user.username, "jobs canceled in bulk");
         Ok(Json(CancelJobsResponse {
             count: canceled.len() as u64,
-            canceled: canceled.into_iter().map(|j| j.id).collect(),
+            canceled,
         }))
     }
 

@@ -1,89 +1,188 @@
 //! Queue position and size of pending jobs (contract §5): over every online daemon that can run
 //! a job, its best rank in that daemon's order and the largest queue among those daemons.
-//! Daemons that can run the same groups share one ranking query; the rest is arithmetic.
+//!
+//! The work per answer is bounded by the page and the organization's distinct tag sets, never by
+//! the number of pending jobs: sizes are maintained counts, ranks are short index range counts
+//! (see `store::jobs::queue`). Daemons are parsed once per answer and grouped by what they can
+//! run ([`DaemonIndex`]), so 3,000 daemons with a few tag sets cost a few matches per job.
 
 use std::collections::{BTreeSet, HashMap};
 
-use chrono::Duration;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::job_views::QueueNumbers;
 use super::state::AppState;
-use crate::domain::job::JobStatus;
-use crate::entity::{provisioner_daemon, provisioner_job};
-use crate::store::daemons::daemon_runs;
-use crate::store::jobs::{PendingGroup, status_of};
+use crate::domain::tags::{Tags, map_from_json};
+use crate::entity::provisioner_daemon;
+use crate::store::daemons::provisioners_of;
+use crate::store::jobs::AheadQuery;
 
-/// What one online daemon can run: indexes into the pending groups.
-fn runnable_groups(d: &provisioner_daemon::Model, groups: &[PendingGroup]) -> BTreeSet<usize> {
-    groups
-        .iter()
-        .enumerate()
-        .filter(|(_, g)| daemon_runs(d, &g.tags, &g.provisioner))
-        .map(|(i, _)| i)
-        .collect()
+/// Daemons that can run exactly the same jobs: same tags and provisioners.
+struct DaemonKind {
+    tags: Tags,
+    provisioners: Vec<String>,
+    /// Whether any daemon of this kind is online.
+    online: bool,
 }
 
-/// Queue numbers for the pending jobs among `jobs` (others are absent: 0/0).
+impl DaemonKind {
+    /// `Tags::satisfied_by` plus the provisioner, with a size check first: a job's tags must be
+    /// a subset of the daemon's, so a job with more tags than the daemon fails at once.
+    fn runs(&self, job_tags: &Tags, provisioner: &str) -> bool {
+        self.provisioners.iter().any(|p| p == provisioner)
+            && job_tags.as_map().len() <= self.tags.as_map().len()
+            && job_tags.satisfied_by(&self.tags)
+    }
+}
+
+/// The daemons of one organization, parsed once and grouped by kind.
+pub struct DaemonIndex {
+    kinds: Vec<DaemonKind>,
+    /// `(daemon id, kind)` in the order the daemons were read.
+    daemons: Vec<(Uuid, usize)>,
+    names: HashMap<Uuid, String>,
+}
+
+impl DaemonIndex {
+    /// Indexes `daemons`; those seen at or after `online_since` are online.
+    pub fn new(daemons: Vec<provisioner_daemon::Model>, online_since: DateTime<Utc>) -> Self {
+        let mut kinds: Vec<DaemonKind> = Vec::new();
+        let mut by_key: HashMap<(String, Vec<String>), usize> = HashMap::new();
+        let mut ids = Vec::with_capacity(daemons.len());
+        let mut names = HashMap::with_capacity(daemons.len());
+        for d in daemons {
+            let tags = Tags::from_stored(map_from_json(&d.tags));
+            let mut provisioners = provisioners_of(&d);
+            provisioners.sort_unstable();
+            provisioners.dedup();
+            let online = d.last_seen_at >= online_since;
+            let kind = *by_key
+                .entry((tags.key(), provisioners.clone()))
+                .or_insert_with(|| {
+                    kinds.push(DaemonKind {
+                        tags,
+                        provisioners,
+                        online: false,
+                    });
+                    kinds.len() - 1
+                });
+            kinds[kind].online |= online;
+            ids.push((d.id, kind));
+            names.insert(d.id, d.name);
+        }
+        Self {
+            kinds,
+            daemons: ids,
+            names,
+        }
+    }
+
+    pub fn name(&self, id: Uuid) -> Option<&str> {
+        self.names.get(&id).map(String::as_str)
+    }
+
+    /// Ids of the daemons (online or not) that can run a job, in the order they were read.
+    pub fn available(&self, job_tags: &Tags, provisioner: &str) -> Vec<Uuid> {
+        let runs: Vec<bool> = self
+            .kinds
+            .iter()
+            .map(|k| k.runs(job_tags, provisioner))
+            .collect();
+        self.daemons
+            .iter()
+            .filter(|(_, kind)| runs[*kind])
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn any_online(&self) -> bool {
+        self.kinds.iter().any(|k| k.online)
+    }
+}
+
+/// What queue numbers need of a pending job.
+pub struct PendingJob<'a> {
+    pub id: Uuid,
+    pub tags_key: &'a str,
+    pub provisioner: &'a str,
+    pub is_prebuild: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Queue numbers for `jobs` (all pending; a job that is no longer pending gets none).
 pub async fn queue_numbers(
     state: &AppState,
     organization_id: Uuid,
-    jobs: &[provisioner_job::Model],
-    daemons: &[provisioner_daemon::Model],
+    jobs: &[PendingJob<'_>],
+    daemons: &DaemonIndex,
 ) -> Result<HashMap<Uuid, QueueNumbers>, ApiError> {
-    let pending: Vec<&provisioner_job::Model> = jobs
-        .iter()
-        .filter(|j| status_of(j) == JobStatus::Pending)
-        .collect();
-    let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-    let cutoff = crate::domain::now() - stale;
-    let online: Vec<&provisioner_daemon::Model> = daemons
-        .iter()
-        .filter(|d| d.last_seen_at >= cutoff)
-        .collect();
-    if pending.is_empty() || online.is_empty() {
+    if jobs.is_empty() || !daemons.any_online() {
         return Ok(HashMap::new());
     }
-    let groups = state.store.pending_groups(organization_id).await?;
-    let group_of = |j: &provisioner_job::Model| {
-        groups
+    let snapshot = state.store.queue_snapshot(organization_id).await?;
+    let groups = &snapshot.groups;
+    // Online kinds that can run the same groups have the same order: one set each.
+    let mut sets: Vec<(BTreeSet<usize>, i64)> = Vec::new();
+    for kind in daemons.kinds.iter().filter(|k| k.online) {
+        let set: BTreeSet<usize> = groups
             .iter()
-            .position(|g| g.contains(&j.tags_key, &j.provisioner))
-    };
-
-    // Daemons that can run the same groups have the same order: rank once per distinct set.
-    let mut sets: HashMap<BTreeSet<usize>, i64> = HashMap::new();
-    for d in &online {
-        let set = runnable_groups(d, &groups);
-        if !set.is_empty() {
-            let size = set.iter().map(|&i| groups[i].count).sum();
-            sets.insert(set, size);
+            .enumerate()
+            .filter(|(_, g)| kind.runs(&g.tags, &g.provisioner))
+            .map(|(i, _)| i)
+            .collect();
+        if !set.is_empty() && !sets.iter().any(|(s, _)| *s == set) {
+            let size = set.iter().map(|&i| groups[i].count()).sum();
+            sets.push((set, size));
         }
     }
-    let mut numbers: HashMap<Uuid, QueueNumbers> = HashMap::new();
-    for (set, size) in &sets {
-        let members: Vec<Uuid> = pending
+    // Per job: the sets of the daemons that can run it, and one query per group in them.
+    let mut queries: Vec<AheadQuery> = Vec::new();
+    let mut plans: Vec<(usize, Vec<usize>, HashMap<usize, usize>)> = Vec::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let Some(own) = groups
             .iter()
-            .filter(|j| group_of(j).is_some_and(|g| set.contains(&g)))
-            .map(|j| j.id)
-            .collect();
-        if members.is_empty() {
+            .position(|g| g.contains(job.tags_key, job.provisioner))
+        else {
             continue;
+        };
+        let relevant: Vec<usize> = (0..sets.len())
+            .filter(|&s| sets[s].0.contains(&own))
+            .collect();
+        let mut query_of = HashMap::new();
+        for &s in &relevant {
+            for &g in &sets[s].0 {
+                query_of.entry(g).or_insert_with(|| {
+                    queries.push(AheadQuery {
+                        group: g,
+                        is_prebuild: job.is_prebuild,
+                        created_at: job.created_at,
+                        id: job.id,
+                    });
+                    queries.len() - 1
+                });
+            }
         }
-        let chosen: Vec<&PendingGroup> = set.iter().map(|&i| &groups[i]).collect();
-        let ranks = state
-            .store
-            .pending_ranks(organization_id, &chosen, &members)
-            .await?;
-        for (id, rank) in ranks {
-            let entry = numbers.entry(id).or_insert(QueueNumbers {
-                position: rank,
-                size: *size,
-            });
-            entry.position = entry.position.min(rank);
-            entry.size = entry.size.max(*size);
+        if !relevant.is_empty() {
+            plans.push((j, relevant, query_of));
         }
+    }
+    let ahead = snapshot.ahead(&queries).await?;
+    snapshot.finish().await?;
+    let mut numbers = HashMap::with_capacity(plans.len());
+    for (j, relevant, query_of) in plans {
+        let mut best = QueueNumbers {
+            position: i64::MAX,
+            size: 0,
+        };
+        for s in relevant {
+            let (set, size) = &sets[s];
+            let rank = 1 + set.iter().map(|g| ahead[query_of[g]]).sum::<i64>();
+            best.position = best.position.min(rank.min(*size));
+            best.size = best.size.max(*size);
+        }
+        numbers.insert(jobs[j].id, best);
     }
     Ok(numbers)
 }

@@ -13,6 +13,7 @@ mod console_browser;
 mod dispatch;
 mod edges;
 mod entitlements;
+mod flood;
 mod foundation;
 mod hardening;
 mod jobs;

@@ -2,6 +2,8 @@
 //!
 //! - `provq-bench list`: latency of the admin job list on a flooded queue (100,000 jobs, 10,000
 //!   pending across 20 tag sets, 50 online daemons), on SQLite and PostgreSQL.
+//! - `provq-bench flood`: 100,000 pending prebuilds and 1,000 human jobs: list and `GET`
+//!   latency, the `/metrics` scrape, the bulk cancel with humans and daemons busy, peak memory.
 //! - `provq-bench dispatch`: enqueue and drain throughput through HTTP and straight on the
 //!   store, pickup latency of idle long-polling daemons, and the server's memory and CPU.
 //!
@@ -9,6 +11,7 @@
 
 mod dispatch;
 mod fixtures;
+mod flood;
 mod list;
 mod server;
 mod stats;
@@ -28,6 +31,8 @@ enum Command {
     List(list::Args),
     /// Dispatch throughput, pickup latency and cost.
     Dispatch(dispatch::Args),
+    /// The flood at scale: list, rank and cancel 100,000 prebuilds while humans keep building.
+    Flood(flood::Args),
 }
 
 #[tokio::main]
@@ -36,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::List(args) => list::run(args).await,
         Command::Dispatch(args) => dispatch::run(args).await,
+        Command::Flood(args) => flood::run(args).await,
     }
 }

@@ -2,8 +2,9 @@
 //! scrape interval, never a row-by-row scan in Rust.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Statement};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+};
 use uuid::Uuid;
 
 use super::super::{Store, StoreResult};
@@ -32,34 +33,60 @@ impl Store {
         Ok(out)
     }
 
-    /// The creation time of the oldest pending job of each organization that has one.
+    /// The creation time of the oldest pending job of each organization that has one: per
+    /// organization with pending jobs (from the maintained counts), the first entry of each
+    /// class on the pending index, so a flood costs two index probes, not a scan.
     pub async fn oldest_pending(&self) -> StoreResult<Vec<(Uuid, DateTime<Utc>)>> {
-        Ok(job::Entity::find()
-            .select_only()
-            .column(Column::OrganizationId)
-            .column_as(Expr::col(Column::CreatedAt).min(), "oldest")
-            .filter(pending())
-            .group_by(Column::OrganizationId)
-            .into_tuple()
-            .all(self.connection())
-            .await?)
+        let mut orgs: Vec<Uuid> = self
+            .pending_counts_everywhere()
+            .await?
+            .into_iter()
+            .filter(|row| row.4 > 0)
+            .map(|row| row.0)
+            .collect();
+        orgs.sort_unstable();
+        orgs.dedup();
+        let mut out = Vec::with_capacity(orgs.len());
+        for org in orgs {
+            let mut oldest: Option<DateTime<Utc>> = None;
+            for prebuild in [false, true] {
+                let first: Option<DateTime<Utc>> = job::Entity::find()
+                    .select_only()
+                    .column(Column::CreatedAt)
+                    .filter(Column::OrganizationId.eq(org))
+                    .filter(Column::IsPrebuild.eq(prebuild))
+                    .filter(pending())
+                    .order_by_asc(Column::CreatedAt)
+                    .limit(1)
+                    .into_tuple()
+                    .one(self.connection())
+                    .await?;
+                oldest = match (oldest, first) {
+                    (Some(a), Some(b)) => Some(std::cmp::min(a, b)),
+                    (a, b) => a.or(b),
+                };
+            }
+            if let Some(at) = oldest {
+                out.push((org, at));
+            }
+        }
+        Ok(out)
     }
 
-    /// Pending jobs counted per organization, tags and provisioner.
+    /// Pending jobs counted per organization, tags and provisioner (maintained counts).
     pub async fn pending_groups_everywhere(&self) -> StoreResult<Vec<(Uuid, String, String, i64)>> {
-        Ok(job::Entity::find()
-            .select_only()
-            .column(Column::OrganizationId)
-            .column(Column::TagsKey)
-            .column(Column::Provisioner)
-            .column_as(Expr::col(Column::Id).count(), "n")
-            .filter(pending())
-            .group_by(Column::OrganizationId)
-            .group_by(Column::TagsKey)
-            .group_by(Column::Provisioner)
-            .into_tuple()
-            .all(self.connection())
-            .await?)
+        let mut out: Vec<(Uuid, String, String, i64)> = Vec::new();
+        for (org, key, provisioner, _, n) in self.pending_counts_everywhere().await? {
+            match out
+                .iter_mut()
+                .find(|(o, k, p, _)| *o == org && *k == key && *p == provisioner)
+            {
+                Some(row) => row.3 += n,
+                None => out.push((org, key, provisioner, n)),
+            }
+        }
+        out.retain(|row| row.3 > 0);
+        Ok(out)
     }
 
     /// Ids of the daemons holding an unfinished job (busy daemons).

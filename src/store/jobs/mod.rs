@@ -19,7 +19,7 @@ mod reap;
 
 pub(crate) use claims::ClaimBatcher;
 
-pub use queue::PendingGroup;
+pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
 use super::logs::{NewLog, cap_logs, insert_logs};
@@ -29,6 +29,15 @@ use crate::domain::secrets::hash_secret;
 use crate::domain::tags::Tags;
 use crate::domain::{PREBUILDS_USER_ID, now};
 use crate::entity::provisioner_job::{self as job, Column};
+
+/// Jobs per statement of a bulk cancel (see [`Store::cancel_jobs`]). SQLite's one writer waits
+/// for a whole chunk, so its chunks are smaller; PostgreSQL only locks the chunk's rows.
+fn cancel_chunk(backend: DbBackend) -> u64 {
+    match backend {
+        DbBackend::Postgres => 1_000,
+        _ => 250,
+    }
+}
 
 /// A job about to be enqueued; every field is already validated.
 #[derive(Debug, Clone)]
@@ -382,15 +391,68 @@ impl Store {
         })
     }
 
-    /// Cancels every pending or running job matching `filter`, each atomically, in one
-    /// statement. Returns the canceled jobs.
+    /// Cancels every pending or running job matching `filter`, each atomically, and returns
+    /// their ids. The work goes in chunks (see [`cancel_chunk`]), each its own short statement
+    /// (a flood of 100,000 jobs never holds locks or the SQLite writer for long, so daemons,
+    /// enqueues and the reaper carry on in between); `on_chunk` sees each chunk's canceled jobs.
+    /// A job a daemon claims meanwhile is either canceled first (and never handed out) or
+    /// claimed first (and then canceled only if the filter still matches it, as `canceling`).
     pub async fn cancel_jobs(
         &self,
         organization_id: Uuid,
         filter: &JobFilter,
-    ) -> StoreResult<Vec<job::Model>> {
-        self.cancel_where(self.filter_condition(organization_id, filter))
-            .await
+        mut on_chunk: impl FnMut(&[job::Model]),
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut canceled = Vec::new();
+        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
+        let chunk_size = cancel_chunk(self.backend());
+        loop {
+            // Keyset pagination in dispatch order (the front of the queue goes first): each
+            // chunk starts where the last ended on the pending index, so finding the next chunk
+            // never rescans or re-sorts what was already canceled.
+            let mut next = job::Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .column(Column::IsPrebuild)
+                .column(Column::CreatedAt)
+                .filter(self.filter_condition(organization_id, filter))
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::CanceledAt.is_null())
+                .order_by_asc(Column::IsPrebuild)
+                .order_by_asc(Column::CreatedAt)
+                .order_by_asc(Column::Id)
+                .limit(chunk_size);
+            if let Some((prebuild, at, id)) = after {
+                let sql = match self.backend() {
+                    DbBackend::Postgres => "(is_prebuild, created_at, id) > ($1, $2, $3)",
+                    _ => "(is_prebuild, created_at, id) > (?, ?, ?)",
+                };
+                next = next.filter(Expr::cust_with_values(
+                    sql,
+                    [sea_orm::Value::from(prebuild), at.into(), id.into()],
+                ));
+            }
+            let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
+                next.into_tuple().all(self.connection()).await?;
+            let Some(&(last, prebuild, at)) = rows.last() else {
+                break;
+            };
+            after = Some((prebuild, at, last));
+            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+            let more = ids.len() as u64 == chunk_size;
+            let chunk = self
+                .cancel_where(
+                    self.filter_condition(organization_id, filter)
+                        .add(Column::Id.is_in(ids)),
+                )
+                .await?;
+            on_chunk(&chunk);
+            canceled.extend(chunk.iter().map(|j| j.id));
+            if !more {
+                break;
+            }
+        }
+        Ok(canceled)
     }
 
     /// The one cancel statement: only jobs not finished and not already canceled match, and a

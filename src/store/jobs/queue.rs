@@ -1,142 +1,364 @@
-//! Statements behind queue positions. Pending jobs usually share a handful of distinct
-//! (tags, provisioner) groups, so the work is per group, never per job × daemon: one grouped
-//! count, then one ranking query per distinct set of groups a daemon can run.
+//! Statements behind queue positions, built so that their cost does not grow with the backlog.
+//!
+//! - Queue sizes come from `provisioner_queue_counts`, which triggers keep per (organization,
+//!   tags, provisioner, human or prebuild) in the same transaction as every job change: a
+//!   handful of rows, however many jobs are pending.
+//! - A job's rank is, per group a daemon runs, the number of pending jobs of that group ahead of
+//!   it. The group's total is known, so the store counts the shorter side: the jobs *behind* the
+//!   job, bounded by [`SHORT_SIDE`] on the `(organization, tags, provisioner, is_prebuild,
+//!   created_at, id)` partial index, and only when that bound is hit the jobs ahead. The newest
+//!   jobs (what a list shows first, and the whole flood of prebuilds) and the humans at the front
+//!   cost a few index entries each.
+//!
+//! The reads of one answer run in one read-only transaction, so sizes and ranks come from the
+//! same snapshot.
 
-use std::collections::HashMap;
-
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, Statement,
+    TransactionTrait, Value,
+};
 use uuid::Uuid;
 
 use super::super::{Store, StoreResult};
-use super::pending;
+use crate::domain::job::JobStatus;
 use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job::{self as job, Column};
 
-/// Pending jobs of one organization sharing tags and provisioner.
+/// At most this many index entries are counted behind a job before counting the ones ahead.
+const SHORT_SIDE: i64 = 500;
+
+/// Pending jobs of one organization sharing tags and provisioner, humans and prebuilds apart.
 #[derive(Debug, Clone)]
 pub struct PendingGroup {
     pub tags: Tags,
     /// The canonical tags text (`tags_key`), to select the group again.
     pub key: String,
     pub provisioner: String,
-    pub count: i64,
+    pub humans: i64,
+    pub prebuilds: i64,
 }
 
 impl PendingGroup {
+    pub fn count(&self) -> i64 {
+        self.humans + self.prebuilds
+    }
+
     /// Whether a job with this tags key and provisioner belongs to this group.
     pub fn contains(&self, tags_key: &str, provisioner: &str) -> bool {
         self.provisioner == provisioner && self.key == tags_key
     }
 }
 
-impl Store {
-    /// Pending jobs of an organization counted per (tags, provisioner).
-    pub async fn pending_groups(&self, organization_id: Uuid) -> StoreResult<Vec<PendingGroup>> {
-        let rows: Vec<(String, String, i64)> = job::Entity::find()
-            .select_only()
-            .column(Column::TagsKey)
-            .column(Column::Provisioner)
-            .column_as(Expr::col(Column::Id).count(), "n")
-            .filter(Column::OrganizationId.eq(organization_id))
-            .filter(pending())
-            .group_by(Column::TagsKey)
-            .group_by(Column::Provisioner)
-            .into_tuple()
-            .all(self.connection())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, provisioner, count)| PendingGroup {
-                tags: Tags::from_stored(map_from_json(
-                    &serde_json::from_str(&key).unwrap_or_default(),
-                )),
-                key,
-                provisioner,
-                count,
-            })
-            .collect())
-    }
+/// "How many pending jobs of this group come before this job in dispatch order?"
+#[derive(Debug, Clone)]
+pub struct AheadQuery {
+    pub group: usize,
+    pub is_prebuild: bool,
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
 
-    /// 1-based ranks of `ids` within their own (tags, provisioner) group, for every group at
-    /// once: one scan of the pending jobs, whatever the number of groups.
-    pub async fn pending_ranks_within_groups(
-        &self,
-        organization_id: Uuid,
-        ids: &[Uuid],
-    ) -> StoreResult<HashMap<Uuid, i64>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+/// One consistent view of an organization's queue (a read-only transaction).
+pub struct QueueSnapshot {
+    txn: DatabaseTransaction,
+    backend: DbBackend,
+    organization_id: Uuid,
+    pub groups: Vec<PendingGroup>,
+}
+
+/// Sums of `provisioner_queue_counts` rows, optionally for one organization.
+fn counts_sql(backend: DbBackend, one_org: bool) -> String {
+    let filter = if one_org {
+        match backend {
+            DbBackend::Postgres => "WHERE organization_id = $1",
+            _ => "WHERE organization_id = ?",
         }
-        let ranked = Query::select()
-            .column(Column::Id)
-            .expr_as(
-                Expr::cust(
-                    "ROW_NUMBER() OVER (PARTITION BY tags_key, provisioner ORDER BY is_prebuild, created_at, id)",
-                ),
-                Alias::new("rn"),
-            )
-            .from(job::Entity)
-            .and_where(Column::OrganizationId.eq(organization_id))
-            .and_where(pending())
-            .to_owned();
-        self.ranks_of(ranked, ids).await
+    } else {
+        ""
+    };
+    format!(
+        "SELECT organization_id, tags_key, provisioner, is_prebuild, CAST(SUM(n) AS BIGINT) AS n \
+         FROM provisioner_queue_counts {filter} \
+         GROUP BY organization_id, tags_key, provisioner, is_prebuild HAVING SUM(n) <> 0"
+    )
+}
+
+/// `(organization, tags_key, provisioner, is_prebuild, count)` rows.
+async fn read_counts(
+    conn: &impl ConnectionTrait,
+    organization_id: Option<Uuid>,
+) -> StoreResult<Vec<(Uuid, String, String, bool, i64)>> {
+    let backend = conn.get_database_backend();
+    let sql = counts_sql(backend, organization_id.is_some());
+    let values: Vec<Value> = organization_id.map(Into::into).into_iter().collect();
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push((
+            row.try_get("", "organization_id")?,
+            row.try_get("", "tags_key")?,
+            row.try_get("", "provisioner")?,
+            row.try_get("", "is_prebuild")?,
+            row.try_get("", "n")?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Folds `(organization, key, provisioner, is_prebuild, n)` rows into groups.
+pub(crate) fn into_groups(rows: Vec<(String, String, bool, i64)>) -> Vec<PendingGroup> {
+    let mut groups: Vec<PendingGroup> = Vec::new();
+    for (key, provisioner, is_prebuild, n) in rows {
+        let i = match groups.iter().position(|g| g.contains(&key, &provisioner)) {
+            Some(i) => i,
+            None => {
+                groups.push(PendingGroup {
+                    tags: Tags::from_stored(map_from_json(
+                        &serde_json::from_str(&key).unwrap_or_default(),
+                    )),
+                    key,
+                    provisioner,
+                    humans: 0,
+                    prebuilds: 0,
+                });
+                groups.len() - 1
+            }
+        };
+        if is_prebuild {
+            groups[i].prebuilds += n;
+        } else {
+            groups[i].humans += n;
+        }
+    }
+    groups
+}
+
+impl QueueSnapshot {
+    /// Pending jobs of each `query`'s group (and class) ahead of the job, in dispatch order
+    /// (humans before prebuilds, then oldest first). Two statements at most.
+    pub async fn ahead(&self, queries: &[AheadQuery]) -> StoreResult<Vec<i64>> {
+        let mut answers = vec![0; queries.len()];
+        if queries.is_empty() {
+            return Ok(answers);
+        }
+        let behind = self.count(queries, true).await?;
+        let mut far: Vec<usize> = Vec::new();
+        for (i, (q, behind)) in queries.iter().zip(behind).enumerate() {
+            let group = &self.groups[q.group];
+            if behind < SHORT_SIDE {
+                let class = if q.is_prebuild {
+                    group.prebuilds
+                } else {
+                    group.humans
+                };
+                answers[i] = (class - behind).max(0);
+            } else {
+                far.push(i);
+            }
+        }
+        if !far.is_empty() {
+            let deep: Vec<AheadQuery> = far.iter().map(|&i| queries[i].clone()).collect();
+            for (&i, n) in far.iter().zip(self.count(&deep, false).await?) {
+                answers[i] = n;
+            }
+        }
+        for (answer, q) in answers.iter_mut().zip(queries) {
+            if q.is_prebuild {
+                // Every human job of the group comes first.
+                *answer += self.groups[q.group].humans;
+            }
+        }
+        Ok(answers)
     }
 
-    /// Runs `ranked` (yielding `id`, `rn`) and keeps the rows of `ids`.
-    async fn ranks_of(
-        &self,
-        ranked: sea_orm::sea_query::SelectStatement,
-        ids: &[Uuid],
-    ) -> StoreResult<HashMap<Uuid, i64>> {
-        let outer = Query::select()
-            .column(Alias::new("id"))
-            .column(Alias::new("rn"))
-            .from_subquery(ranked, Alias::new("ranked"))
-            .and_where(Expr::col(Alias::new("id")).is_in(ids.iter().copied()))
-            .to_owned();
+    /// Per query, the pending jobs of its group and class at or after the job (`behind`,
+    /// bounded by [`SHORT_SIDE`]) or strictly before it (unbounded): one statement.
+    async fn count(&self, queries: &[AheadQuery], behind: bool) -> StoreResult<Vec<i64>> {
+        let mut values: Vec<Value> = Vec::with_capacity(queries.len() * 7);
+        let backend = self.backend;
+        let mut param = |v: Value| {
+            values.push(v);
+            match backend {
+                DbBackend::Postgres => format!("${}", values.len()),
+                _ => "?".to_string(),
+            }
+        };
+        let pending = JobStatus::Pending.sql_predicate();
+        let mut parts = Vec::with_capacity(queries.len());
+        for (i, q) in queries.iter().enumerate() {
+            let g = &self.groups[q.group];
+            let org = param(self.organization_id.into());
+            let key = param(g.key.clone().into());
+            let provisioner = param(g.provisioner.clone().into());
+            let prebuild = param(q.is_prebuild.into());
+            let (at, id) = (param(q.created_at.into()), param(q.id.into()));
+            // Row values and the index order steer both planners (also PostgreSQL's generic
+            // plans) to the `(…, created_at, id)` pending index, whatever the statistics say.
+            let (side, limit) = if behind {
+                (
+                    format!("(created_at, id) >= ({at}, {id})"),
+                    format!(" ORDER BY created_at, id LIMIT {SHORT_SIDE}"),
+                )
+            } else {
+                (
+                    format!("(created_at, id) < ({at}, {id})"),
+                    " ORDER BY created_at, id".to_string(),
+                )
+            };
+            parts.push(format!(
+                "SELECT CAST({i} AS BIGINT) AS q, (SELECT COUNT(*) FROM (SELECT 1 FROM provisioner_jobs \
+                 WHERE organization_id = {org} AND tags_key = {key} AND provisioner = {provisioner} \
+                 AND is_prebuild = {prebuild} AND {pending} AND {side}{limit}) AS s) AS n"
+            ));
+        }
+        let sql = parts.join(" UNION ALL ");
         let rows = self
-            .connection()
-            .query_all_raw(self.backend().build(&outer))
+            .txn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
-        let mut ranks = HashMap::with_capacity(rows.len());
+        let mut counts = vec![0; queries.len()];
         for row in rows {
-            let id: Uuid = row.try_get("", "id")?;
-            let rn: i64 = row.try_get("", "rn")?;
-            ranks.insert(id, rn);
+            let q: i64 = row.try_get("", "q")?;
+            counts[q as usize] = row.try_get("", "n")?;
         }
-        Ok(ranks)
+        Ok(counts)
     }
 
-    /// 1-based ranks of `ids` among the pending jobs of `groups`, in dispatch order (human
-    /// before prebuild, then oldest first). Ids not pending in those groups are absent.
-    pub async fn pending_ranks(
+    /// Ends the read-only transaction.
+    pub async fn finish(self) -> StoreResult<()> {
+        self.txn.commit().await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Opens a consistent read of an organization's queue and reads its group sizes.
+    pub async fn queue_snapshot(&self, organization_id: Uuid) -> StoreResult<QueueSnapshot> {
+        let backend = self.backend();
+        let (isolation, access) = match backend {
+            DbBackend::Postgres => (
+                Some(IsolationLevel::RepeatableRead),
+                Some(AccessMode::ReadOnly),
+            ),
+            _ => (None, None),
+        };
+        let txn = self
+            .connection()
+            .begin_with_config(isolation, access)
+            .await?;
+        let rows = read_counts(&txn, Some(organization_id)).await?;
+        let groups = into_groups(
+            rows.into_iter()
+                .map(|(_, key, provisioner, prebuild, n)| (key, provisioner, prebuild, n))
+                .collect(),
+        );
+        Ok(QueueSnapshot {
+            txn,
+            backend,
+            organization_id,
+            groups,
+        })
+    }
+
+    /// Pending jobs per organization, tags key, provisioner and class (human or prebuild).
+    pub async fn pending_counts_everywhere(
         &self,
-        organization_id: Uuid,
-        groups: &[&PendingGroup],
-        ids: &[Uuid],
-    ) -> StoreResult<HashMap<Uuid, i64>> {
-        if groups.is_empty() || ids.is_empty() {
-            return Ok(HashMap::new());
+    ) -> StoreResult<Vec<(Uuid, String, String, bool, i64)>> {
+        read_counts(self.connection(), None).await
+    }
+
+    /// Sums the rows the triggers appended to `provisioner_queue_counts` into one row per group,
+    /// atomically, so readers keep reading a handful of rows. Returns the rows folded.
+    pub async fn fold_pending_counts(&self) -> StoreResult<u64> {
+        let cols = "organization_id, tags_key, provisioner, is_prebuild";
+        // Nothing to fold (one row per group, none zero): write nothing.
+        let untidy = self
+            .connection()
+            .query_one_raw(Statement::from_string(
+                self.backend(),
+                format!(
+                    "SELECT COUNT(*) AS n FROM (SELECT 1 FROM provisioner_queue_counts \
+                     GROUP BY {cols} HAVING COUNT(*) > 1 OR SUM(n) = 0) AS t"
+                ),
+            ))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if untidy == 0 {
+            return Ok(0);
         }
-        let in_groups = groups.iter().fold(Condition::any(), |any, g| {
-            any.add(
-                Condition::all()
-                    .add(Column::Provisioner.eq(g.provisioner.clone()))
-                    .add(Column::TagsKey.eq(g.key.clone())),
-            )
-        });
-        let ranked = Query::select()
-            .column(Column::Id)
-            .expr_as(
-                Expr::cust("ROW_NUMBER() OVER (ORDER BY is_prebuild, created_at, id)"),
-                Alias::new("rn"),
-            )
-            .from(job::Entity)
-            .and_where(Column::OrganizationId.eq(organization_id))
-            .and_where(pending())
-            .cond_where(in_groups)
-            .to_owned();
-        self.ranks_of(ranked, ids).await
+        match self.backend() {
+            DbBackend::Postgres => {
+                // One statement: the rows deleted are exactly the rows summed.
+                let sql = format!(
+                    "WITH moved AS (DELETE FROM provisioner_queue_counts RETURNING {cols}, n), \
+                     summed AS (INSERT INTO provisioner_queue_counts ({cols}, n) \
+                     SELECT {cols}, SUM(n) FROM moved GROUP BY {cols} HAVING SUM(n) <> 0 RETURNING 1) \
+                     SELECT (SELECT COUNT(*) FROM moved) AS n"
+                );
+                let row = self
+                    .connection()
+                    .query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+                    .await?;
+                Ok(row
+                    .map(|r| r.try_get::<i64>("", "n"))
+                    .transpose()?
+                    .unwrap_or(0) as u64)
+            }
+            backend => {
+                // SQLite has one writer: the transaction sees every row it deletes.
+                let txn = self.connection().begin().await?;
+                let last: Option<i64> = txn
+                    .query_one_raw(Statement::from_string(
+                        backend,
+                        "SELECT MAX(rowid) AS m FROM provisioner_queue_counts",
+                    ))
+                    .await?
+                    .and_then(|r| r.try_get("", "m").ok());
+                let Some(last) = last else {
+                    txn.rollback().await?;
+                    return Ok(0);
+                };
+                txn.execute_raw(Statement::from_string(
+                    backend,
+                    format!(
+                        "INSERT INTO provisioner_queue_counts ({cols}, n) SELECT {cols}, SUM(n) \
+                         FROM provisioner_queue_counts WHERE rowid <= {last} GROUP BY {cols} \
+                         HAVING SUM(n) <> 0"
+                    ),
+                ))
+                .await?;
+                let deleted = txn
+                    .execute_raw(Statement::from_string(
+                        backend,
+                        format!("DELETE FROM provisioner_queue_counts WHERE rowid <= {last}"),
+                    ))
+                    .await?
+                    .rows_affected();
+                txn.commit().await?;
+                Ok(deleted)
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Folds the queue counts every second until shutdown (every replica may; folds of
+    /// different replicas never double-count, see [`Store::fold_pending_counts`]).
+    pub async fn keep_pending_counts_folded(self, shutdown: crate::shutdown::Shutdown) {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.fold_pending_counts().await {
+                tracing::debug!(error = %e, "folding the queue counts failed; will retry");
+            }
+        }
     }
 }
