@@ -15,6 +15,7 @@ mod search;
 mod server;
 mod session;
 mod users;
+pub mod worker_client;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

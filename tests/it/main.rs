@@ -23,3 +23,4 @@ mod reaper;
 mod secrets;
 mod status_sql;
 mod users;
+mod worker_protocol;

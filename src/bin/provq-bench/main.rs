@@ -4,11 +4,14 @@
 //!   pending across 20 tag sets, 50 online daemons), on SQLite and PostgreSQL.
 //! - `provq-bench dispatch`: enqueue and drain throughput through HTTP and straight on the
 //!   store, pickup latency of idle long-polling daemons, and the server's memory and CPU.
+//! - `provq-bench fleet`: 8 and 1,000 idle long-polling daemons while jobs arrive at 100/s:
+//!   claim statements, CPU and pickup latency per job, with the old and the new protocol.
 //!
 //! Build it in release mode: `cargo run --release --bin provq-bench -- list`.
 
 mod dispatch;
 mod fixtures;
+mod fleet;
 mod list;
 mod server;
 mod stats;
@@ -28,6 +31,8 @@ enum Command {
     List(list::Args),
     /// Dispatch throughput, pickup latency and cost.
     Dispatch(dispatch::Args),
+    /// Many idle daemons: claims, CPU and pickup latency per job.
+    Fleet(fleet::Args),
 }
 
 #[tokio::main]
@@ -36,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::List(args) => list::run(args).await,
         Command::Dispatch(args) => dispatch::run(args).await,
+        Command::Fleet(args) => fleet::run(args).await,
     }
 }
