@@ -161,7 +161,7 @@ backend_tests! {
         let leases: HashSet<&str> = got["jobs"].as_array().unwrap().iter().map(|j| j["lease_token"].as_str().unwrap()).collect();
         assert_eq!(leases.len(), 3, "each job its own lease");
         let (_, got) = acquire_jobs(&app, json!({"name": "k", "max_jobs": 3, "wait_seconds": 0})).await;
-        assert_eq!(ids_of(&got), [prebuild.clone()], "the `pool: x` job is not for this daemon");
+        assert_eq!(ids_of(&got), [prebuild], "the `pool: x` job is not for this daemon");
         for job in got["jobs"].as_array().unwrap() {
             let (status, _) = app.worker(&format!("/jobs/{}/complete", job["job_id"].as_str().unwrap()), json!({"lease_token": job["lease_token"]})).await;
             assert_eq!(status, StatusCode::NO_CONTENT);

@@ -207,6 +207,8 @@ async fn run_one(
         let (worker, got, picked, stop) =
             (worker.clone(), got.clone(), picked.clone(), stop.clone());
         let tags = json!({"pool": format!("p{}", d % args.tag_sets)});
+        // Daemons start over a second or two, as a fleet does.
+        tokio::time::sleep(Duration::from_millis(2)).await;
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 r = daemon(worker, d, tags, protocol, got, picked) => r,
@@ -215,7 +217,7 @@ async fn run_one(
         }));
     }
     // Every daemon registered and asleep (the first claims of each kind find nothing).
-    tokio::time::sleep(Duration::from_millis(2_000 + daemons as u64 * 3)).await;
+    tokio::time::sleep(Duration::from_millis(3_000 + daemons as u64 * 5)).await;
     let claims_before = server
         .counter(&client, "provq_provisioner_claim_statements_total")
         .await?;
@@ -241,14 +243,21 @@ async fn run_one(
         );
         let tags = json!({"pool": format!("p{}", i % args.tag_sets)});
         enqueues.push(tokio::spawn(async move {
-            let resp = client
-                .post(format!(
-                    "{base}/api/v2/organizations/default/provisionerjobs"
-                ))
-                .header("Coder-Session-Token", &token)
-                .json(&json!({"type": "workspace_build", "tags": tags}))
-                .send()
-                .await?;
+            let resp = loop {
+                let resp = client
+                    .post(format!(
+                        "{base}/api/v2/organizations/default/provisionerjobs"
+                    ))
+                    .header("Coder-Session-Token", &token)
+                    .json(&json!({"type": "workspace_build", "tags": tags}))
+                    .send()
+                    .await?;
+                // A busy server is retried; pickup runs from the successful answer.
+                if resp.status().as_u16() != 503 {
+                    break resp;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             let at = Instant::now();
             anyhow::ensure!(
                 resp.status().as_u16() == 201,
@@ -332,23 +341,43 @@ async fn daemon(
     let mut report: Option<JobReport> = None;
     loop {
         let job = match protocol {
-            Protocol::Old => worker.acquire(&request).await?.map(|a| a.job),
-            Protocol::New => {
-                let answer = worker
-                    .acquire_jobs(&AcquireJobsRequest {
-                        daemon: request.clone(),
-                        max_jobs: None,
-                        report: report.take(),
-                    })
-                    .await?;
-                answer.jobs.into_iter().next()
+            Protocol::Old => worker.acquire(&request).await.map(|a| a.map(|a| a.job)),
+            Protocol::New => worker
+                .acquire_jobs(&AcquireJobsRequest {
+                    daemon: request.clone(),
+                    max_jobs: None,
+                    report: report.clone(),
+                })
+                .await
+                .map(|answer| answer.jobs.into_iter().next()),
+        };
+        // A busy server (503 while 1,000 daemons register) is retried, as a daemon would.
+        let job = match job {
+            Ok(job) => {
+                report = None;
+                job
+            }
+            Err(e) => {
+                if e.status().is_some_and(|s| s.is_client_error()) {
+                    // The report already went through (or can never): do not repeat it.
+                    report = None;
+                }
+                tracing::debug!(error = %e, "acquire failed; retrying");
+                // Spread the retries: a fleet retrying in step keeps the pool exhausted.
+                tokio::time::sleep(Duration::from_millis(1_000 + (d as u64 * 7) % 2_000)).await;
+                continue;
             }
         };
         let Some(job) = job else { continue };
         got.lock().await.insert(job.job_id, Instant::now());
         picked.lock().await.push(job.job_id);
         match protocol {
-            Protocol::Old => worker.complete(job.job_id, &job.lease_token).await?,
+            Protocol::Old => {
+                while let Err(e) = worker.complete(job.job_id, &job.lease_token).await {
+                    tracing::debug!(error = %e, "complete failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
             Protocol::New => {
                 report = Some(JobReport {
                     job_id: job.job_id,
