@@ -77,6 +77,11 @@ backend_tests! {
         let used = claims(&app) - before;
         // One claim per job; one more if a backup poll happened to fall in the window.
         assert!(used <= 11, "{used} claim statements for 10 jobs with 40 daemons waiting");
+        // The woken daemons' answers are on their way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool_a.iter().filter(|d| d.is_finished()).count() < 10 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut got = HashSet::new();
         let mut still_waiting = Vec::new();
         for d in pool_a {
