@@ -82,7 +82,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         backend.name()
                     );
                 }
-                all.push(run_one(&args, backend, daemons, protocol).await?);
+                let figures = run_one(&args, backend, daemons, protocol).await?;
+                // Each run as it ends, so a long series still leaves its figures.
+                eprintln!("{}", serde_json::to_string(&figures)?);
+                all.push(figures);
             }
         }
     }
