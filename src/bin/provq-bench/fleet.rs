@@ -244,7 +244,8 @@ async fn run_one(
             token.clone(),
             sent.clone(),
         );
-        let tags = json!({"pool": format!("p{}", i % args.tag_sets)});
+        // Only tag sets some daemon serves (8 daemons cover 8 of the 20).
+        let tags = json!({"pool": format!("p{}", i % args.tag_sets.min(daemons))});
         enqueues.push(tokio::spawn(async move {
             let resp = loop {
                 let resp = client
