@@ -41,6 +41,8 @@ const STATUSES: [JobStatus; 6] = [
 pub struct Metrics {
     registry: Registry,
     pub jobs_enqueued: IntCounter,
+    /// Claim statements run by this replica (each claims up to k jobs), from the store's count.
+    claim_statements: IntCounter,
     jobs_finished: IntCounterVec,
     queue_wait: prometheus::Histogram,
     run_seconds: HistogramVec,
@@ -79,6 +81,7 @@ impl Metrics {
         };
         Self {
             jobs_enqueued: register(&r, counter("provq_provisioner_jobs_enqueued_total", "Jobs enqueued through this replica.")),
+            claim_statements: register(&r, counter("provq_provisioner_claim_statements_total", "Claim statements this replica ran (each claims up to k jobs for one daemon, or one job each for a batch of daemons).")),
             jobs_finished: register(&r, counter_vec("provq_provisioner_jobs_finished_total", "Jobs that reached a terminal status through this replica, by status.", &["status"])),
             queue_wait: register(
                 &r,
@@ -184,6 +187,9 @@ impl Metrics {
                 *refreshed = Some(Instant::now());
             }
         }
+        let claims = store.claim_statements();
+        self.claim_statements
+            .inc_by(claims.saturating_sub(self.claim_statements.get()));
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

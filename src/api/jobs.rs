@@ -239,7 +239,7 @@ impl JobsApi {
         };
         let job = self.state.store.enqueue_job(new).await?;
         self.state.metrics.jobs_enqueued.inc();
-        self.state.wakeups.job_available();
+        self.state.wakeups.job_enqueued(&job);
         tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
         Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
     }

@@ -20,9 +20,9 @@ use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
 use crate::domain::limits::{self, check_chars};
 use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
-use crate::queue::acquire::acquire;
+use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
-use crate::store::jobs::Runnable;
+use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
 use crate::store::logs::NewLog;
 
 pub struct ProvisionerdApi {
@@ -34,44 +34,75 @@ pub const MAX_WAIT_SECONDS: i64 = 30;
 /// Most log lines one update may carry.
 pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct AcquireRequest {
     /// The daemon's name (1–64 characters), unique per organization and owner.
-    name: Option<String>,
+    pub name: Option<String>,
     /// Provisioners it runs (default `["terraform"]`).
-    provisioners: Option<Vec<String>>,
+    pub provisioners: Option<Vec<String>>,
     /// Its tags (not with a provisioner key, whose tags are fixed).
     /// A JSON object of string values.
-    tags: Option<serde_json::Value>,
+    pub tags: Option<serde_json::Value>,
     /// Organization id or name (PSK and session auth; default: the default organization).
-    organization: Option<String>,
-    version: Option<String>,
+    pub organization: Option<String>,
+    pub version: Option<String>,
     /// How long to wait for a job (0–30 s, default 10).
-    wait_seconds: Option<i64>,
+    pub wait_seconds: Option<i64>,
 }
 
 /// A job handed to a daemon.
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct AcquiredJob {
-    job_id: Uuid,
+    pub job_id: Uuid,
     /// Present with every later call about this job.
-    lease_token: String,
+    pub lease_token: String,
     #[oai(rename = "type")]
-    job_type: String,
-    provisioner: String,
-    organization_id: Uuid,
-    initiator_id: Uuid,
-    input: ProvisionerJobInput,
-    tags: BTreeMap<String, String>,
-    file_id: Uuid,
-    metadata: ProvisionerJobMetadata,
-    created_at: DateTime<Utc>,
+    #[serde(rename = "type")]
+    pub job_type: String,
+    pub provisioner: String,
+    pub organization_id: Uuid,
+    pub initiator_id: Uuid,
+    pub input: ProvisionerJobInput,
+    pub tags: BTreeMap<String, String>,
+    pub file_id: Uuid,
+    pub metadata: ProvisionerJobMetadata,
+    pub created_at: DateTime<Utc>,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct AcquireResponse {
-    daemon_id: Uuid,
-    job: AcquiredJob,
+    pub daemon_id: Uuid,
+    pub job: AcquiredJob,
+}
+
+/// Acquire up to `max_jobs` jobs, optionally reporting the daemon's finished job first.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct AcquireJobsRequest {
+    /// Who the daemon is and how long it waits: the fields of `/provisionerd/acquire`.
+    #[oai(flatten)]
+    #[serde(flatten)]
+    pub daemon: AcquireRequest,
+    /// Most jobs to hand out in this call (1–32, default 1): a daemon's free job slots.
+    pub max_jobs: Option<i64>,
+    /// A job this daemon finished, reported in the same transaction as the acquire.
+    pub report: Option<JobReport>,
+}
+
+/// The outcome of a job, as `/complete` (no `error`) or `/fail` (with `error`) would report it.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct JobReport {
+    pub job_id: Uuid,
+    pub lease_token: Option<String>,
+    /// Present and non-empty: the job failed with this message.
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+}
+
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct AcquireJobsResponse {
+    pub daemon_id: Uuid,
+    /// The jobs handed out, oldest first; empty when none came within `wait_seconds`.
+    pub jobs: Vec<AcquiredJob>,
 }
 
 #[derive(ApiResponse)]
@@ -84,38 +115,38 @@ pub enum AcquireResult {
     NoJob,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
-    level: Option<String>,
-    stage: Option<String>,
-    output: Option<String>,
-    source: Option<String>,
-    created_at: Option<DateTime<Utc>>,
+    pub level: Option<String>,
+    pub stage: Option<String>,
+    pub output: Option<String>,
+    pub source: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct UpdateJobRequest {
-    lease_token: Option<String>,
-    logs: Option<Vec<LogLine>>,
+    pub lease_token: Option<String>,
+    pub logs: Option<Vec<LogLine>>,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct UpdateJobResponse {
     /// The job was canceled: stop it and complete (or fail) it.
-    canceled: bool,
-    logs_overflowed: bool,
+    pub canceled: bool,
+    pub logs_overflowed: bool,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct CompleteJobRequest {
-    lease_token: Option<String>,
+    pub lease_token: Option<String>,
 }
 
-#[derive(Object)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct FailJobRequest {
-    lease_token: Option<String>,
-    error: Option<String>,
-    error_code: Option<String>,
+    pub lease_token: Option<String>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -200,7 +231,54 @@ fn required_lease(v: &mut Validations, lease: Option<String>) -> String {
     .unwrap_or_default()
 }
 
+/// A validated `error`/`error_code` pair of a failure report.
+fn parse_failure(
+    v: &mut Validations,
+    prefix: &str,
+    error: Option<String>,
+    code: Option<String>,
+) -> Option<(String, Option<ErrorCode>)> {
+    let error = v.required(&format!("{prefix}error"), error, |e| {
+        if e.trim().is_empty() {
+            Err("must not be empty".to_string())
+        } else {
+            Ok(storable(e))
+        }
+    });
+    let code = match code.filter(|c| !c.is_empty()) {
+        Some(c) => v.check(&format!("{prefix}error_code"), ErrorCode::parse(&c)),
+        None => None,
+    };
+    error.map(|e| (e, code))
+}
+
 impl ProvisionerdApi {
+    /// Records a claimed job with its side effects and turns it into the daemon's answer.
+    fn hand_out(
+        &self,
+        daemon: &crate::entity::provisioner_daemon::Model,
+        claim: Claim,
+    ) -> AcquiredJob {
+        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
+        self.state.metrics.job_acquired(&claim.job);
+        self.state.wakeups.job_event(claim.job.id);
+        acquired(claim.job, claim.lease_token)
+    }
+
+    /// The side effects of a finished job.
+    fn finished(&self, done: &provisioner_job::Model) {
+        self.state.metrics.job_finished(done);
+        self.state.wakeups.job_event(done.id);
+        match status_of(done) {
+            crate::domain::job::JobStatus::Failed => {
+                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
+            }
+            status => {
+                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %status, "job completed")
+            }
+        }
+    }
+
     async fn resolve_daemon(
         &self,
         auth: &DaemonAuth,
@@ -326,12 +404,10 @@ impl ProvisionerdApi {
         let Some(claim) = claim else {
             return Ok(AcquireResult::NoJob);
         };
-        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
-        self.state.metrics.job_acquired(&claim.job);
-        self.state.wakeups.job_event(claim.job.id);
+        let job = self.hand_out(&daemon, claim);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
-            job: acquired(claim.job, claim.lease_token),
+            job,
         }))))
     }
 
@@ -351,6 +427,89 @@ impl ProvisionerdApi {
             .await?;
         tracing::info!(daemon = %registration.name, "daemon deregistered");
         Ok(Done::NoContent)
+    }
+
+    /// Like `/provisionerd/acquire`, for daemons that run several jobs or want fewer round
+    /// trips: reports the daemon's finished job (`report`, optional) and hands out up to
+    /// `max_jobs` jobs, in one transaction, waiting up to `wait_seconds` when there are none.
+    /// Always 200; `jobs` is empty when none came. A report whose lease is not the job's
+    /// current one is a 409 (404 for another organization's job) and changes nothing.
+    #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
+    async fn acquire_jobs(
+        &self,
+        auth: DaemonAuth,
+        request: &poem::Request,
+        body: Json<AcquireJobsRequest>,
+    ) -> Result<Json<AcquireJobsResponse>, ApiError> {
+        let peer = request.remote_addr().as_socket_addr().copied();
+        let AcquireJobsRequest {
+            daemon,
+            max_jobs,
+            report,
+        } = body.0;
+        let mut v = Validations::new();
+        let max_jobs = max_jobs.unwrap_or(1);
+        if !(1..=MAX_BATCH as i64).contains(&max_jobs) {
+            v.push("max_jobs", format!("must be between 1 and {MAX_BATCH}"));
+        }
+        let report = report.map(|r| {
+            let lease = v
+                .required("report.lease_token", r.lease_token, |l| {
+                    if l.is_empty() {
+                        Err("must not be empty".to_string())
+                    } else {
+                        Ok(l)
+                    }
+                })
+                .unwrap_or_default();
+            let error = if r.error.is_some() || r.error_code.is_some() {
+                parse_failure(&mut v, "report.", r.error, r.error_code)
+            } else {
+                None
+            };
+            Report {
+                job_id: r.job_id,
+                organization: auth.key_organization(),
+                lease_token: lease,
+                error,
+            }
+        });
+        v.finish()?;
+        let (registration, wait) = self.resolve_daemon(&auth, daemon).await?;
+        let runnable = Runnable {
+            organization_id: registration.organization_id,
+            provisioners: registration.provisioners.clone(),
+            tags: registration.tags.clone(),
+        };
+        let daemon = self.state.store.register_daemon(registration).await?;
+        let gone = self.state.connections.peer_closed(peer);
+        let ask = Ask {
+            daemon_id: daemon.id,
+            runnable: &runnable,
+            max_jobs: max_jobs as usize,
+            wait,
+        };
+        let (done, claimed) = acquire_many(
+            &self.state.store,
+            &self.state.wakeups,
+            &self.state.shutdown,
+            gone,
+            &ask,
+            report,
+        )
+        .await?;
+        if let Some(done) = &done {
+            self.finished(done);
+        }
+        let jobs = claimed
+            .claims
+            .into_iter()
+            .map(|claim| self.hand_out(&daemon, claim))
+            .collect();
+        Ok(Json(AcquireJobsResponse {
+            daemon_id: daemon.id,
+            jobs,
+        }))
     }
 
     /// Heartbeat with optional logs; answers whether the job was canceled.
@@ -397,9 +556,7 @@ impl ProvisionerdApi {
             .store
             .finish_job(job.0, auth.key_organization(), &lease, None)
             .await?;
-        self.state.metrics.job_finished(&done);
-        self.state.wakeups.job_event(done.id);
-        tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %crate::store::jobs::status_of(&done), "job completed");
+        self.finished(&done);
         Ok(Done::NoContent)
     }
 
@@ -414,32 +571,15 @@ impl ProvisionerdApi {
         let body = body.0;
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.lease_token);
-        let error = v.required("error", body.error, |e| {
-            if e.trim().is_empty() {
-                Err("must not be empty".to_string())
-            } else {
-                Ok(storable(e))
-            }
-        });
-        let code = match body.error_code.filter(|c| !c.is_empty()) {
-            Some(c) => v.check("error_code", ErrorCode::parse(&c)),
-            None => None,
-        };
+        let failure = parse_failure(&mut v, "", body.error, body.error_code);
         v.finish()?;
-        let error = error.expect("validated above");
+        let failure = failure.expect("validated above");
         let done = self
             .state
             .store
-            .finish_job(
-                job.0,
-                auth.key_organization(),
-                &lease,
-                Some((error.clone(), code)),
-            )
+            .finish_job(job.0, auth.key_organization(), &lease, Some(failure))
             .await?;
-        self.state.metrics.job_finished(&done);
-        self.state.wakeups.job_event(done.id);
-        tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %error, "job failed");
+        self.finished(&done);
         Ok(Done::NoContent)
     }
 }

@@ -17,6 +17,7 @@ mod server;
 mod session;
 mod status;
 mod users;
+pub mod worker_client;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -77,7 +77,14 @@ mod tests {
 
     #[test]
     fn bad_terms_are_usage_errors() {
-        for bad in ["prebuilds", "color:red", "tag:novalue", "tag:=x", "status:bogus", "id:nope"] {
+        for bad in [
+            "prebuilds",
+            "color:red",
+            "tag:novalue",
+            "tag:=x",
+            "status:bogus",
+            "id:nope",
+        ] {
             assert!(
                 matches!(args(bad).filters(), Err(ClientError::Usage(_))),
                 "{bad}"

@@ -17,9 +17,7 @@ use super::page::{
 use super::session::Viewer;
 use super::time::{exact, time_el};
 use crate::api::AppState;
-use crate::api::job_views::{
-    ProvisionerJob, ProvisionerJobStatus as S, daemon_can_run, present_all,
-};
+use crate::api::job_views::{ProvisionerJob, ProvisionerJobStatus as S, present_all};
 use crate::domain::now;
 use crate::domain::tags::map_from_json;
 use crate::entity::{organization, provisioner_job};
@@ -180,10 +178,11 @@ fn timeline(j: &ProvisionerJob) -> Markup {
 /// stands.
 fn waiting(v: &JobView) -> Markup {
     let tags = map_from_json(&v.row.tags);
+    let job_tags = crate::domain::tags::Tags::from_stored(tags.clone());
     let capable: Vec<&DaemonView> = v
         .daemons
         .iter()
-        .filter(|d| daemon_can_run(&d.daemon, &v.row))
+        .filter(|d| crate::store::daemons::daemon_runs(&d.daemon, &job_tags, &v.row.provisioner))
         .collect();
     let online: Vec<&&DaemonView> = capable
         .iter()

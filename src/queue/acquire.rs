@@ -1,5 +1,7 @@
-//! The daemon long-poll: claim a job now, or wait for a wake-up (or the slow backup poll) and
-//! try again until the daemon's `wait_seconds` run out or the server shuts down.
+//! The daemon long-poll: claim jobs now, or wait for the dispatcher to offer one (or for the
+//! slow backup poll) and try again until the daemon's `wait_seconds` run out or the server
+//! shuts down. A waiting daemon claims only when offered a job it can run, or when its kind of
+//! daemon is not known to have nothing to run (see `queue::dispatch`).
 
 use std::time::Duration;
 
@@ -7,12 +9,19 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::Wakeups;
+use super::dispatch::{Attempt, BACKUP_POLL, Waiter};
 use crate::shutdown::Shutdown;
-use crate::store::jobs::{Claim, Runnable};
+use crate::store::jobs::{Claim, Claimed, Report, Runnable};
 use crate::store::{Store, StoreResult};
 
-/// How often a waiting daemon looks for work even without a wake-up (lost notifications).
-pub const BACKUP_POLL: Duration = Duration::from_secs(5);
+/// What a daemon asks for: up to `max_jobs` jobs, waiting up to `wait`.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    pub daemon_id: Uuid,
+    pub runnable: &'a Runnable,
+    pub max_jobs: usize,
+    pub wait: Duration,
+}
 
 /// Claims a job for `daemon_id`, waiting up to `wait` for one to appear. `None`: nothing came,
 /// the server is shutting down, or `gone` resolved (the daemon hung up: a job claimed now could
@@ -26,25 +35,92 @@ pub async fn acquire(
     runnable: &Runnable,
     wait: Duration,
 ) -> StoreResult<Option<Claim>> {
+    let ask = Ask {
+        daemon_id,
+        runnable,
+        max_jobs: 1,
+        wait,
+    };
+    Ok(acquire_many(store, wakeups, shutdown, gone, &ask, None)
+        .await?
+        .1
+        .claims
+        .pop())
+}
+
+/// Claims up to `ask.max_jobs` jobs, first finishing `report` in the same transaction if
+/// given (its job is returned). Waits as [`acquire`] does when nothing is claimable; the report
+/// is committed before any wait.
+pub async fn acquire_many(
+    store: &Store,
+    wakeups: &Wakeups,
+    shutdown: &Shutdown,
+    gone: impl std::future::Future<Output = ()>,
+    ask: &Ask<'_>,
+    report: Option<Report>,
+) -> StoreResult<(Option<crate::entity::provisioner_job::Model>, Claimed)> {
     tokio::pin!(gone);
-    let deadline = Instant::now() + wait;
+    let deadline = Instant::now() + ask.wait;
+    let waiter = wakeups.dispatcher().register(ask.runnable);
+    let mut finished = None;
+    let mut report = report;
     loop {
-        let notified = wakeups.job_notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(claim) = store.claim_job(daemon_id, runnable).await? {
-            return Ok(Some(claim));
+        let mut attempt = waiter.begin();
+        // A daemon that will not wait gets an answer from the database, not from the hints.
+        attempt.claim |= ask.wait.is_zero();
+        let claimed = if let Some(report) = report.take() {
+            // A report always runs, and its claim with it: one statement either way.
+            attempt.claim = true;
+            let (done, claimed) = store
+                .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
+                .await?;
+            finished = Some(done);
+            Some(claimed)
+        } else if attempt.claim {
+            Some(
+                store
+                    .claim_jobs(ask.daemon_id, ask.runnable, ask.max_jobs)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        if let Some(claimed) = claimed {
+            let ids: Vec<Uuid> = claimed.claims.iter().map(|c| c.job.id).collect();
+            waiter.end(&mut attempt, &ids, claimed.more);
+            if !ids.is_empty() {
+                return Ok((finished, claimed));
+            }
         }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        let nap = (deadline - now).min(BACKUP_POLL);
-        tokio::select! {
-            () = &mut notified => {}
-            () = tokio::time::sleep(nap) => {}
-            () = shutdown.cancelled() => return Ok(None),
-            () = &mut gone => return Ok(None),
+        if !sleep(&waiter, &attempt, deadline, shutdown, &mut gone).await {
+            return Ok((finished, Claimed::default()));
         }
     }
+}
+
+/// Sleeps until offered a hint, the backup poll, the deadline, shutdown or hang-up; returns at
+/// once if a hint arrived since `attempt` began. `false`: stop (deadline, shutdown, hang-up).
+async fn sleep(
+    waiter: &Waiter,
+    attempt: &Attempt,
+    deadline: Instant,
+    shutdown: &Shutdown,
+    gone: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    let Some(notified) = waiter.sleep(attempt) else {
+        return true;
+    };
+    let nap = (deadline - now).min(BACKUP_POLL);
+    let keep_going = tokio::select! {
+        () = notified => true,
+        () = tokio::time::sleep(nap) => Instant::now() < deadline,
+        () = shutdown.cancelled() => false,
+        () = gone.as_mut() => false,
+    };
+    waiter.wake_up();
+    keep_going
 }

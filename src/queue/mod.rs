@@ -2,6 +2,7 @@
 //! long-poll itself, and the reaper. Each loop has the shape `run(shutdown)` + `run_once()`.
 
 pub mod acquire;
+pub mod dispatch;
 pub mod reaper;
 pub mod wakeups;
 

@@ -1,14 +1,14 @@
-//! Wake-ups: a new job wakes waiting daemons, a job event (new logs, finished) wakes log
-//! followers. In-process they are tokio notifications; with PostgreSQL they also travel between
-//! replicas over `LISTEN/NOTIFY`.
+//! Wake-ups: a new job is offered to one waiting daemon that can run it (`queue::dispatch`), a
+//! job event (new logs, finished) wakes log followers. In-process they are function calls and
+//! tokio channels; with PostgreSQL they also travel between replicas over `LISTEN/NOTIFY`, so
+//! each replica offers a new job to one of its own waiting daemons.
 //!
 //! NOTIFY is sent outside the enqueue transaction (PostgreSQL serialises the commits of
-//! transactions that notify) and coalesced: however many jobs are enqueued while one NOTIFY is
-//! on its way, one more follows. Wake-ups are hints; waiters also poll slowly in case one is
+//! transactions that notify) and coalesced: the job hints queued while one NOTIFY is on its way
+//! travel together in the next. Wake-ups are hints; waiters also poll slowly in case one is
 //! lost (a listener reconnecting, say).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,12 +17,17 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
+use super::dispatch::{Dispatcher, Hint, JobHint};
+use crate::domain::tags::Tags;
+use crate::entity::provisioner_job;
 use crate::shutdown::Shutdown;
 
 const JOBS_CHANNEL: &str = "provq_jobs";
 const EVENTS_CHANNEL: &str = "provq_job_events";
 /// Job ids per event NOTIFY: 37 bytes each stays well under PostgreSQL's 8000-byte payload.
 const EVENTS_PER_NOTIFY: usize = 150;
+/// Bytes of job hints per NOTIFY, under PostgreSQL's 8000-byte payload.
+const HINT_BYTES_PER_NOTIFY: usize = 7000;
 
 #[derive(Clone)]
 pub struct Wakeups {
@@ -30,14 +35,16 @@ pub struct Wakeups {
 }
 
 struct Inner {
-    jobs: Notify,
+    dispatcher: Arc<Dispatcher>,
     events: broadcast::Sender<Uuid>,
     /// Set when a NOTIFY should be sent to the other replicas (PostgreSQL only).
     remote: Option<Remote>,
 }
 
 struct Remote {
-    job_pending: AtomicBool,
+    /// Names this replica in its own NOTIFYs, which its listener then skips.
+    replica: Uuid,
+    jobs_pending: Mutex<Vec<Hint>>,
     events_pending: Mutex<HashSet<Uuid>>,
     kick: Notify,
 }
@@ -52,7 +59,7 @@ impl Wakeups {
         let (events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
-                jobs: Notify::new(),
+                dispatcher: Arc::new(Dispatcher::default()),
                 events,
                 remote,
             }),
@@ -63,7 +70,8 @@ impl Wakeups {
     /// coalescing notifier, both stopped by `shutdown`.
     pub fn postgres(db: DatabaseConnection, shutdown: Shutdown) -> Self {
         let wakeups = Self::build(Some(Remote {
-            job_pending: AtomicBool::new(false),
+            replica: Uuid::new_v4(),
+            jobs_pending: Mutex::new(Vec::new()),
             events_pending: Mutex::new(HashSet::new()),
             kick: Notify::new(),
         }));
@@ -72,13 +80,29 @@ impl Wakeups {
         wakeups
     }
 
-    /// A job was enqueued (or became claimable): wake waiting daemons here and elsewhere.
+    /// A job was enqueued: offer it to one waiting daemon here, and to one on every other
+    /// replica.
+    pub fn job_enqueued(&self, job: &provisioner_job::Model) {
+        self.offer(Hint::Job(JobHint::of(job)));
+    }
+
+    /// Something may have become claimable that no job hint describes (a job put back): every
+    /// kind of waiting daemon looks once.
     pub fn job_available(&self) {
-        self.inner.jobs.notify_waiters();
+        self.offer(Hint::Any);
+    }
+
+    fn offer(&self, hint: Hint) {
+        self.inner.dispatcher.offer(hint.clone());
         if let Some(remote) = &self.inner.remote {
-            remote.job_pending.store(true, Ordering::Release);
+            remote.jobs_pending.lock().expect("not poisoned").push(hint);
             remote.kick.notify_one();
         }
+    }
+
+    /// The waiting daemons of this replica.
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.inner.dispatcher
     }
 
     /// Something happened to a job (logs appended, finished, canceled).
@@ -94,12 +118,6 @@ impl Wakeups {
         }
     }
 
-    /// A future resolved by the next `job_available`. Create it (and `enable` it) *before*
-    /// checking for work, so a job enqueued in between is not missed.
-    pub fn job_notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.inner.jobs.notified()
-    }
-
     pub fn subscribe_events(&self) -> broadcast::Receiver<Uuid> {
         self.inner.events.subscribe()
     }
@@ -113,9 +131,15 @@ impl Wakeups {
                 () = shutdown.cancelled() => return,
                 () = remote.kick.notified() => {}
             }
-            // Coalesce: one NOTIFY covers every enqueue that happened before it was sent.
-            while remote.job_pending.swap(false, Ordering::AcqRel) {
-                send_notify(&db, JOBS_CHANNEL, "").await;
+            // Coalesce: the hints queued meanwhile travel together.
+            loop {
+                let hints = std::mem::take(&mut *remote.jobs_pending.lock().expect("not poisoned"));
+                if hints.is_empty() {
+                    break;
+                }
+                for payload in hint_payloads(remote.replica, &hints) {
+                    send_notify(&db, JOBS_CHANNEL, &payload).await;
+                }
             }
             let events: Vec<Uuid> = remote
                 .events_pending
@@ -137,8 +161,8 @@ impl Wakeups {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                    // Anything sent meanwhile is lost: let every waiter look again.
-                    self.inner.jobs.notify_waiters();
+                    // Anything sent meanwhile is lost: let every kind of waiter look again.
+                    self.inner.dispatcher.offer(Hint::Any);
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -157,14 +181,17 @@ impl Wakeups {
         listener.ignore_pool_close_event(true);
         listener.listen_all([JOBS_CHANNEL, EVENTS_CHANNEL]).await?;
         // Jobs may have arrived while we were not listening.
-        self.inner.jobs.notify_waiters();
+        self.inner.dispatcher.offer(Hint::Any);
         loop {
             let notification = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 n = listener.recv() => n?,
             };
             if notification.channel() == JOBS_CHANNEL {
-                self.inner.jobs.notify_waiters();
+                let own = self.inner.remote.as_ref().map(|r| r.replica);
+                for hint in parse_hints(notification.payload(), own) {
+                    self.inner.dispatcher.offer(hint);
+                }
             } else {
                 for id in notification.payload().split(',') {
                     if let Ok(id) = Uuid::parse_str(id) {
@@ -174,6 +201,90 @@ impl Wakeups {
             }
         }
     }
+}
+
+/// One job hint on the wire: id, organization, provisioner, tags.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireHint(Uuid, Uuid, String, BTreeMap<String, String>);
+
+/// A job-hint NOTIFY payload: the sending replica and its hints (`any`: look once).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireHints {
+    replica: Uuid,
+    #[serde(default)]
+    any: bool,
+    #[serde(default)]
+    jobs: Vec<WireHint>,
+}
+
+/// NOTIFY payloads for `hints`, each under [`HINT_BYTES_PER_NOTIFY`]. A hint too large for a
+/// payload of its own travels as `any`.
+fn hint_payloads(replica: Uuid, hints: &[Hint]) -> Vec<String> {
+    let mut out = Vec::new();
+    let empty = || WireHints {
+        replica,
+        any: false,
+        jobs: Vec::new(),
+    };
+    let mut batch = empty();
+    let mut bytes = 0;
+    for hint in hints {
+        let wire = match hint {
+            Hint::Any => None,
+            Hint::Job(j) => Some(WireHint(
+                j.id,
+                j.organization_id,
+                j.provisioner.clone(),
+                j.tags.as_map().clone(),
+            )),
+        };
+        let size = wire
+            .as_ref()
+            .and_then(|w| serde_json::to_string(w).ok())
+            .map_or(usize::MAX, |s| s.len() + 1);
+        match wire {
+            Some(w) if size < HINT_BYTES_PER_NOTIFY => {
+                if bytes + size > HINT_BYTES_PER_NOTIFY {
+                    out.push(serde_json::to_string(&batch).expect("serialisable"));
+                    (batch, bytes) = (empty(), 0);
+                }
+                batch.jobs.push(w);
+                bytes += size;
+            }
+            _ => batch.any = true,
+        }
+    }
+    if batch.any || !batch.jobs.is_empty() {
+        out.push(serde_json::to_string(&batch).expect("serialisable"));
+    }
+    out
+}
+
+/// The hints of a job-hint payload, unless this replica sent it. An unreadable payload (an
+/// older replica's) is one `Any`.
+fn parse_hints(payload: &str, own: Option<Uuid>) -> Vec<Hint> {
+    let Ok(wire) = serde_json::from_str::<WireHints>(payload) else {
+        return vec![Hint::Any];
+    };
+    if Some(wire.replica) == own {
+        return Vec::new();
+    }
+    let mut hints: Vec<Hint> = wire
+        .jobs
+        .into_iter()
+        .map(|WireHint(id, organization_id, provisioner, tags)| {
+            Hint::Job(JobHint {
+                id,
+                organization_id,
+                provisioner,
+                tags: Tags::from_stored(tags),
+            })
+        })
+        .collect();
+    if wire.any {
+        hints.push(Hint::Any);
+    }
+    hints
 }
 
 /// Comma-separated ids: one event NOTIFY payload.
@@ -210,5 +321,30 @@ mod tests {
         assert!(payload.len() < 8000, "{} bytes", payload.len());
         let back: Vec<Uuid> = payload.split(',').map(|s| s.parse().unwrap()).collect();
         assert_eq!(back, ids);
+    }
+
+    #[test]
+    fn job_hints_travel_in_payloads_under_the_limit_and_skip_their_sender() {
+        let hints: Vec<Hint> = (0..500)
+            .map(|i| {
+                Hint::Job(JobHint {
+                    id: Uuid::new_v4(),
+                    organization_id: Uuid::new_v4(),
+                    provisioner: "terraform".into(),
+                    tags: Tags::from_stored([("pool".to_string(), format!("p{i}"))].into()),
+                })
+            })
+            .collect();
+        let me = Uuid::new_v4();
+        let payloads = hint_payloads(me, &hints);
+        assert!(payloads.len() > 1);
+        assert!(payloads.iter().all(|p| p.len() < 8000));
+        let back: Vec<Hint> = payloads
+            .iter()
+            .flat_map(|p| parse_hints(p, Some(Uuid::new_v4())))
+            .collect();
+        assert_eq!(back, hints);
+        assert!(payloads.iter().all(|p| parse_hints(p, Some(me)).is_empty()));
+        assert_eq!(parse_hints("", None), [Hint::Any]);
     }
 }

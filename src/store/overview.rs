@@ -106,7 +106,7 @@ impl Store {
                         .iter()
                         .any(|d| daemon_runs(d, &g.tags, &g.provisioner))
                 })
-                .map(|g| g.count)
+                .map(|g| g.count())
                 .sum()
         };
 

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
+use provq::cli::worker_client::{
+    AcquireJobsRequest, AcquireRequest, Credential, JobReport, WorkerClient,
+};
 use provq::domain::job::{JobType, Provisioner};
 use provq::domain::tags::Tags;
 use provq::store::Store;
@@ -54,6 +57,10 @@ struct Figures {
     daemons: usize,
     http_enqueue_per_s: f64,
     http_drain_per_s: f64,
+    /// Report-and-acquire, one job per call.
+    http_drain_new_per_s: f64,
+    /// Report-and-acquire, one daemon with 8 slots acquiring up to 8 jobs per call.
+    http_drain_batched_per_s: f64,
     store_enqueue_per_s: f64,
     store_drain_per_s: f64,
     drain_ratio_http_to_store: f64,
@@ -94,6 +101,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "backend",
         "enqueue/s (HTTP)",
         "drain/s (HTTP)",
+        "drain/s (HTTP, report+acquire)",
+        "drain/s (HTTP, 8 slots)",
         "enqueue/s (store)",
         "drain/s (store)",
         "drain HTTP/store",
@@ -107,6 +116,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             f.backend.clone(),
             format!("{:.0}", f.http_enqueue_per_s),
             format!("{:.0}", f.http_drain_per_s),
+            format!("{:.0}", f.http_drain_new_per_s),
+            format!("{:.0}", f.http_drain_batched_per_s),
             format!("{:.0}", f.store_enqueue_per_s),
             format!("{:.0}", f.store_drain_per_s),
             format!("{:.2}", f.drain_ratio_http_to_store),
@@ -123,6 +134,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!(
         "{} jobs, {} daemons and enqueuers, pickup at {}/s over {} jobs, {} finished jobs preloaded.",
         args.jobs, args.daemons, args.rate, args.latency_jobs, args.preload
+    );
+    println!(
+        "Goals (PostgreSQL): drain ≥ 6,000 jobs/s with 8 slots, ≥ 2,500 jobs/s one job per call; pickup p99 ≤ 3 ms at 200 jobs/s; peak RSS < 100 MiB. SQLite: no slower than before."
     );
     for f in &all {
         let verdict = if f.duplicates == 0 && f.lost == 0 {
@@ -202,6 +216,39 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<Figures> {
     figures.duplicates = acquired.len() - unique.len();
     figures.lost = enqueued.iter().filter(|id| !unique.contains(id)).count();
 
+    // The same drain with the new protocol: one job per call, then 8 slots per call.
+    for batched in [false, true] {
+        let b = bar(
+            args.jobs,
+            format!("{}: enqueue again", backend.name()),
+            quiet,
+        );
+        let enqueued = http_run.enqueue_many(args.jobs, args.daemons, &b).await?;
+        b.finish_and_clear();
+        let what = if batched { "8 slots" } else { "report+acquire" };
+        let b = bar(
+            args.jobs,
+            format!("{}: drain over HTTP, {what}", backend.name()),
+            quiet,
+        );
+        let started = Instant::now();
+        let acquired = if batched {
+            http_run.drain_batched(args.jobs, 8, &b).await?
+        } else {
+            http_run.drain_new(args.jobs, args.daemons, &b).await?
+        };
+        let rate = args.jobs as f64 / started.elapsed().as_secs_f64();
+        b.finish_and_clear();
+        if batched {
+            figures.http_drain_batched_per_s = rate;
+        } else {
+            figures.http_drain_new_per_s = rate;
+        }
+        let unique: HashSet<&Uuid> = acquired.iter().collect();
+        figures.duplicates += acquired.len() - unique.len();
+        figures.lost += enqueued.iter().filter(|id| !unique.contains(id)).count();
+    }
+
     let b = bar(
         args.latency_jobs,
         format!("{}: pickup latency", backend.name()),
@@ -243,6 +290,107 @@ struct Http {
 }
 
 impl Http {
+    fn worker(&self) -> WorkerClient {
+        WorkerClient::new(
+            self.client.clone(),
+            &self.base,
+            Credential::Psk("bench-psk".into()),
+        )
+    }
+
+    /// Drains `n` jobs with `daemons` daemons that report each job with their next acquire.
+    async fn drain_new(
+        &self,
+        n: usize,
+        daemons: usize,
+        b: &ProgressBar,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let done = Arc::new(AtomicUsize::new(0));
+        let acquired = Arc::new(Mutex::new(Vec::with_capacity(n)));
+        let mut tasks = Vec::new();
+        for d in 0..daemons {
+            let (worker, done, acquired, b) =
+                (self.worker(), done.clone(), acquired.clone(), b.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut request = AcquireRequest::named(format!("bench-new-{d}"));
+                request.wait_seconds = Some(1);
+                let mut report = None;
+                while done.load(Ordering::Acquire) < n || report.is_some() {
+                    let answer = worker
+                        .acquire_jobs(&AcquireJobsRequest {
+                            daemon: request.clone(),
+                            max_jobs: None,
+                            report: report.take(),
+                        })
+                        .await?;
+                    for job in answer.jobs {
+                        acquired.lock().await.push(job.job_id);
+                        done.fetch_add(1, Ordering::AcqRel);
+                        b.inc(1);
+                        report = Some(JobReport {
+                            job_id: job.job_id,
+                            lease_token: Some(job.lease_token),
+                            error: None,
+                            error_code: None,
+                        });
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(Arc::try_unwrap(acquired).expect("tasks done").into_inner())
+    }
+
+    /// Drains `n` jobs with one daemon of `slots` slots: each call acquires as many jobs as
+    /// slots are free and reports one finished job; the others are completed concurrently.
+    async fn drain_batched(
+        &self,
+        n: usize,
+        slots: usize,
+        b: &ProgressBar,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let worker = self.worker();
+        let mut request = AcquireRequest::named("bench-batched");
+        request.wait_seconds = Some(1);
+        let mut acquired = Vec::with_capacity(n);
+        let mut held: Vec<(Uuid, String)> = Vec::new();
+        while acquired.len() < n || !held.is_empty() {
+            let report = held.pop().map(|(id, lease)| JobReport {
+                job_id: id,
+                lease_token: Some(lease),
+                error: None,
+                error_code: None,
+            });
+            let completes = held.drain(..).map(|(id, lease)| {
+                let worker = worker.clone();
+                async move { worker.complete(id, &lease).await }
+            });
+            let ask = AcquireJobsRequest {
+                daemon: request.clone(),
+                max_jobs: Some(slots as i64),
+                report,
+            };
+            let acquire = worker.acquire_jobs(&ask);
+            let (answer, completed) =
+                tokio::join!(acquire, futures_util::future::join_all(completes));
+            for c in completed {
+                c?;
+            }
+            for job in answer?.jobs {
+                acquired.push(job.job_id);
+                b.inc(1);
+                held.push((job.job_id, job.lease_token));
+            }
+            if acquired.len() >= n && held.is_empty() {
+                break;
+            }
+        }
+        Ok(acquired)
+    }
+
     async fn enqueue(&self) -> anyhow::Result<(Uuid, Instant)> {
         let resp = self
             .client

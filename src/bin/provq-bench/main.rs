@@ -6,11 +6,14 @@
 //!   latency, the `/metrics` scrape, the bulk cancel with humans and daemons busy, peak memory.
 //! - `provq-bench dispatch`: enqueue and drain throughput through HTTP and straight on the
 //!   store, pickup latency of idle long-polling daemons, and the server's memory and CPU.
+//! - `provq-bench fleet`: 8 and 1,000 idle long-polling daemons while jobs arrive at 100/s:
+//!   claim statements, CPU and pickup latency per job, with the old and the new protocol.
 //!
 //! Build it in release mode: `cargo run --release --bin provq-bench -- list`.
 
 mod dispatch;
 mod fixtures;
+mod fleet;
 mod flood;
 mod list;
 mod server;
@@ -33,6 +36,8 @@ enum Command {
     Dispatch(dispatch::Args),
     /// The flood at scale: list, rank and cancel 100,000 prebuilds while humans keep building.
     Flood(flood::Args),
+    /// Many idle daemons: claims, CPU and pickup latency per job.
+    Fleet(fleet::Args),
 }
 
 #[tokio::main]
@@ -42,5 +47,6 @@ async fn main() -> anyhow::Result<()> {
         Command::List(args) => list::run(args).await,
         Command::Dispatch(args) => dispatch::run(args).await,
         Command::Flood(args) => flood::run(args).await,
+        Command::Fleet(args) => fleet::run(args).await,
     }
 }

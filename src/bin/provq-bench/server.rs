@@ -118,11 +118,22 @@ impl InProcess {
 /// `provq serve` as a child process (the release binary next to this one).
 pub struct Child {
     pub base: String,
+    /// `http://HOST:PORT/metrics`, when started with [`Child::start_with_metrics`].
+    pub metrics: Option<String>,
     child: std::process::Child,
 }
 
 impl Child {
     pub fn start(database_url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::spawn(database_url, max_connections, false)
+    }
+
+    /// Also serves `/metrics` (on a free port), for counters such as claim statements.
+    pub fn start_with_metrics(database_url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::spawn(database_url, max_connections, true)
+    }
+
+    fn spawn(database_url: &str, max_connections: u32, metrics: bool) -> anyhow::Result<Self> {
         let exe = std::env::current_exe()?.with_file_name("provq");
         anyhow::ensure!(
             exe.exists(),
@@ -135,7 +146,7 @@ impl Child {
                 "--listen",
                 "127.0.0.1:0",
                 "--prometheus-listen",
-                "",
+                if metrics { "127.0.0.1:0" } else { "" },
                 "--database-url",
                 database_url,
             ])
@@ -148,19 +159,58 @@ impl Child {
                 "PROVQ_DATABASE_MAX_CONNECTIONS",
                 max_connections.to_string(),
             )
+            .env("PROVQ_LIMITS__LONG_POLLS_PER_CREDENTIAL", "100000")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().expect("piped");
+        let mut lines = BufReader::new(stdout);
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
+        lines.read_line(&mut first)?;
         let base = first
             .trim()
             .strip_prefix("listening on ")
             .ok_or_else(|| anyhow::anyhow!("unexpected output: {first}"))?
             .to_string();
-        Ok(Self { base, child })
+        let metrics = if metrics {
+            let mut second = String::new();
+            lines.read_line(&mut second)?;
+            Some(
+                second
+                    .trim()
+                    .strip_prefix("metrics on ")
+                    .ok_or_else(|| anyhow::anyhow!("unexpected output: {second}"))?
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            base,
+            metrics,
+            child,
+        })
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A counter from `/metrics` (0 when absent).
+    pub async fn counter(&self, http: &reqwest::Client, name: &str) -> anyhow::Result<f64> {
+        let url = self
+            .metrics
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no metrics"))?;
+        let text = http.get(url).send().await?.text().await?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0))
     }
 
     /// Peak resident memory (VmHWM) in MiB and CPU seconds (user + system) so far.

@@ -1,28 +1,58 @@
-//! Claims, batched. Daemons that ask for work at the same moment with the same organization,
+//! Claims: one statement hands a daemon up to *k* jobs, optionally finishing its previous job
+//! in the same transaction. Every claim also says whether it saw more runnable jobs than it
+//! took, so the dispatcher (`queue::dispatch`) knows when a kind of daemon has nothing left and
+//! can skip claims that would find nothing.
+//!
+//! On SQLite, daemons that ask for one job at the same moment with the same organization,
 //! provisioners and tags are served by one statement that claims a job for each of them, the way
 //! PostgreSQL's group commit folds concurrent commits into one flush. A batch is whatever queued
 //! up while the group's statements were busy, so an idle queue sees batches of one and no added
-//! wait. Only SQLite batches (see [`ClaimBatcher::new`]).
+//! wait (see [`ClaimBatcher::new`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QuerySelect, QueryTrait, Statement, TransactionTrait, Value,
 };
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Claim, Runnable, pending, runnable_by};
+use crate::domain::job::ErrorCode;
 use crate::domain::now;
 use crate::domain::secrets::{hash_secret, random_secret};
 use crate::entity::provisioner_job::{self as job, Column};
 use crate::store::{Store, StoreError, StoreResult};
 
-/// Most claims one statement makes.
-const MAX_BATCH: usize = 32;
+/// Most claims one statement makes, and most jobs one acquire may ask for.
+pub const MAX_BATCH: usize = 32;
+
+/// What a claim got, and whether it saw more jobs the daemon could run than it took.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    pub claims: Vec<Claim>,
+    /// More runnable jobs were pending when the claim ran (a hint: `false` means the daemon's
+    /// kind had nothing left as of the claim, unless something was enqueued since).
+    pub more: bool,
+}
+
+/// A finished job a daemon reports together with its next acquire.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub job_id: Uuid,
+    /// A provisioner key's organization: the job must belong to it (404 otherwise).
+    pub organization: Option<Uuid>,
+    pub lease_token: String,
+    /// `None`: completed; otherwise failed with this message and code.
+    pub error: Option<(String, Option<ErrorCode>)>,
+}
+
+/// The answer a batched claim sends each waiter: its claim, and whether more jobs were seen.
+type Answered = StoreResult<(Option<Claim>, bool)>;
 
 /// One daemon waiting for its share of the next batch.
 struct Waiter {
@@ -30,7 +60,7 @@ struct Waiter {
     lease_token: String,
     /// What the claim stores (and returns) in place of the lease.
     hashed_lease: String,
-    answer: oneshot::Sender<StoreResult<Option<Claim>>>,
+    answer: oneshot::Sender<Answered>,
 }
 
 #[derive(Default)]
@@ -40,11 +70,13 @@ struct Group {
     waiting: Vec<Waiter>,
 }
 
-/// Groups of waiting claims, one per kind of daemon (see the module doc).
+/// Groups of waiting claims, one per kind of daemon (see the module doc), and the count of
+/// claim statements this replica ran (exposed on `/metrics`).
 pub(crate) struct ClaimBatcher {
     groups: Mutex<HashMap<String, Group>>,
     /// Whether claims are batched at all (see [`ClaimBatcher::new`]).
     batched: bool,
+    statements: AtomicU64,
 }
 
 impl ClaimBatcher {
@@ -58,6 +90,7 @@ impl ClaimBatcher {
         Self {
             groups: Mutex::default(),
             batched: backend != DbBackend::Postgres,
+            statements: AtomicU64::new(0),
         }
     }
 }
@@ -78,12 +111,12 @@ impl std::fmt::Debug for ClaimBatcher {
 /// before reading it (the other window is covered by the batch) puts the job back.
 struct Answer {
     store: Store,
-    answered: oneshot::Receiver<StoreResult<Option<Claim>>>,
+    answered: oneshot::Receiver<Answered>,
 }
 
 impl Drop for Answer {
     fn drop(&mut self) {
-        if let Ok(Ok(Some(lost))) = self.answered.try_recv() {
+        if let Ok(Ok((Some(lost), _))) = self.answered.try_recv() {
             let store = self.store.clone();
             tokio::spawn(async move { store.release_undelivered(&lost).await });
         }
@@ -91,7 +124,7 @@ impl Drop for Answer {
 }
 
 /// Daemons with equal keys may run exactly the same jobs.
-fn group_key(runnable: &Runnable) -> String {
+pub fn group_key(runnable: &Runnable) -> String {
     let mut provisioners: Vec<&str> = runnable.provisioners.iter().map(|p| p.as_str()).collect();
     provisioners.sort_unstable();
     provisioners.dedup();
@@ -103,24 +136,171 @@ fn group_key(runnable: &Runnable) -> String {
     )
 }
 
+/// A claim statement's parts: the CTEs that lock and assign jobs, the `UPDATE` that claims them
+/// (returning the rows and `pending_seen`, how many runnable jobs the claim saw, up to k + 1),
+/// and the bound values.
+struct ClaimSql {
+    ctes: String,
+    update: String,
+    values: Vec<Value>,
+}
+
+/// Builds a claim for one `(daemon, hashed lease)` per job wanted. `guard` is an extra SQL
+/// condition on the claimed rows (the report-and-acquire statement claims only if the report
+/// matched).
+fn claim_sql(
+    backend: DbBackend,
+    leases: &[(Uuid, String)],
+    runnable: &Runnable,
+    guard: &str,
+) -> ClaimSql {
+    let provisioners: Vec<&str> = runnable.provisioners.iter().map(|p| p.as_str()).collect();
+    let runnable_jobs = job::Entity::find()
+        .select_only()
+        .column(Column::Id)
+        .filter(Column::OrganizationId.eq(runnable.organization_id))
+        .filter(pending())
+        .filter(Column::Provisioner.is_in(provisioners))
+        .filter(runnable_by(backend, &runnable.tags));
+    let next = runnable_jobs
+        .clone()
+        .order_by_asc(Column::IsPrebuild)
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+        .limit(leases.len() as u64)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .build(backend);
+    let mut values: Vec<Value> = next.values.map(|v| v.0).unwrap_or_default();
+    // PostgreSQL: the look-ahead repeats the filter's leading parameters ($1…), which it shares
+    // with `next` (same filters, same order). SQLite's `?` are positional: its look-ahead runs
+    // as a statement of its own (see `Store::lookahead`).
+    let lookahead = match backend {
+        DbBackend::Postgres => {
+            let ahead = runnable_jobs.build(backend);
+            format!(
+                ", (SELECT COUNT(*) FROM ({} LIMIT {}) AS ahead) AS pending_seen",
+                ahead.sql,
+                leases.len() + 1
+            )
+        }
+        _ => String::new(),
+    };
+    let mut param = |v: Value| {
+        values.push(v);
+        match backend {
+            DbBackend::Postgres => format!("${}", values.len()),
+            _ => "?".to_string(),
+        }
+    };
+    let rows: Vec<String> = leases
+        .iter()
+        .enumerate()
+        .map(|(i, (daemon_id, hashed_lease))| {
+            let daemon = param((*daemon_id).into());
+            let lease = param(hashed_lease.clone().into());
+            format!("({}, {daemon}, {lease})", i + 1)
+        })
+        .collect();
+    // One parameter per use: SQLite's `?` are positional.
+    let at = now();
+    let (started, updated) = (param(at.into()), param(at.into()));
+    let returning = match backend {
+        DbBackend::Postgres => "provisioner_jobs.*",
+        _ => "*",
+    };
+    ClaimSql {
+        ctes: format!(
+            "locked AS ({inner}), \
+             next AS (SELECT id, row_number() OVER () AS rn FROM locked), \
+             assign (rn, worker_id, lease_token) AS (VALUES {rows})",
+            inner = next.sql,
+            rows = rows.join(", "),
+        ),
+        update: format!(
+            "UPDATE provisioner_jobs SET started_at = {started}, updated_at = {updated}, \
+             worker_id = assign.worker_id, lease_token = assign.lease_token \
+             FROM next JOIN assign ON assign.rn = next.rn \
+             WHERE provisioner_jobs.id = next.id{guard} \
+             RETURNING {returning}{lookahead}"
+        ),
+        values,
+    }
+}
+
+/// Fresh leases: the secrets handed to daemons and the hashes stored.
+fn new_leases(daemon_id: Uuid, k: usize) -> (Vec<String>, Vec<(Uuid, String)>) {
+    let secrets: Vec<String> = (0..k).map(|_| random_secret(32)).collect();
+    let hashed = secrets
+        .iter()
+        .map(|s| (daemon_id, hash_secret(s)))
+        .collect();
+    (secrets, hashed)
+}
+
+/// Pairs claimed rows with the secrets whose hashes they carry.
+fn pair(secrets: Vec<String>, mut rows: Vec<job::Model>) -> Vec<Claim> {
+    let mut claims = Vec::with_capacity(rows.len());
+    for secret in secrets {
+        let hashed = hash_secret(&secret);
+        if let Some(i) = rows
+            .iter()
+            .position(|j| j.lease_token.as_deref() == Some(&hashed))
+        {
+            claims.push(Claim {
+                job: rows.swap_remove(i),
+                lease_token: secret,
+            });
+        }
+    }
+    // Oldest first, as claimed.
+    claims.sort_by(|a, b| {
+        (a.job.is_prebuild, a.job.created_at, a.job.id).cmp(&(
+            b.job.is_prebuild,
+            b.job.created_at,
+            b.job.id,
+        ))
+    });
+    claims
+}
+
 impl Store {
+    /// Claim statements this replica has run (each claims up to k jobs).
+    pub fn claim_statements(&self) -> u64 {
+        self.claims.statements.load(Ordering::Relaxed)
+    }
+
     /// Claims the next job a daemon may run: human jobs before prebuild jobs, then oldest
     /// first. No job is ever handed out twice (one statement claims, with `FOR UPDATE SKIP
-    /// LOCKED` on PostgreSQL and the single writer on SQLite). On SQLite, concurrent calls for
-    /// the same kind of daemon share one statement.
+    /// LOCKED` on PostgreSQL and the single writer on SQLite).
     pub async fn claim_job(
         &self,
         daemon_id: Uuid,
         runnable: &Runnable,
     ) -> StoreResult<Option<Claim>> {
-        let lease_token = random_secret(32);
-        if !self.claims.batched {
-            // PostgreSQL: each claim is its own statement (see `ClaimBatcher::new`).
-            let mut claimed = self
-                .claim_batch(&[(daemon_id, hash_secret(&lease_token))], runnable)
+        Ok(self.claim_jobs(daemon_id, runnable, 1).await?.claims.pop())
+    }
+
+    /// Claims up to `k` (1–[`MAX_BATCH`]) jobs for a daemon in one statement, in dispatch
+    /// order. On SQLite, concurrent single-job claims of the same kind of daemon share one
+    /// statement.
+    pub async fn claim_jobs(
+        &self,
+        daemon_id: Uuid,
+        runnable: &Runnable,
+        k: usize,
+    ) -> StoreResult<Claimed> {
+        let k = k.clamp(1, MAX_BATCH);
+        if !self.claims.batched || k > 1 {
+            let (secrets, leases) = new_leases(daemon_id, k);
+            let (rows, more) = self
+                .claim_batch(self.connection(), &leases, runnable)
                 .await?;
-            return Ok(claimed.pop().map(|job| Claim { job, lease_token }));
+            return Ok(Claimed {
+                claims: pair(secrets, rows),
+                more,
+            });
         }
+        let lease_token = random_secret(32);
         let (answer, answered) = oneshot::channel();
         let waiter = Waiter {
             daemon_id,
@@ -143,11 +323,137 @@ impl Store {
             store: self.clone(),
             answered,
         };
-        (&mut answer.answered).await.unwrap_or_else(|_| {
+        let (claim, more) = (&mut answer.answered).await.unwrap_or_else(|_| {
             Err(StoreError::Database(sea_orm::DbErr::Custom(
                 "the claim batch stopped before answering".into(),
             )))
+        })?;
+        Ok(Claimed {
+            claims: claim.into_iter().collect(),
+            more,
         })
+    }
+
+    /// Finishes the daemon's previous job and claims up to `k` more, in one transaction (one
+    /// statement on PostgreSQL). A report whose lease does not match changes nothing and claims
+    /// nothing: the error is the one `finish_job` gives.
+    pub async fn finish_and_claim(
+        &self,
+        report: Report,
+        daemon_id: Uuid,
+        runnable: &Runnable,
+        k: usize,
+    ) -> StoreResult<(job::Model, Claimed)> {
+        let k = k.clamp(1, MAX_BATCH);
+        let (secrets, leases) = new_leases(daemon_id, k);
+        let outcome = match self.backend() {
+            DbBackend::Postgres => self.finish_and_claim_pg(&report, &leases, runnable).await?,
+            _ => {
+                let txn = self.connection().begin().await?;
+                let finished = super::finish_update(
+                    report.job_id,
+                    report.organization,
+                    &report.lease_token,
+                    report.error.clone(),
+                )
+                .exec_with_returning(&txn)
+                .await?
+                .pop();
+                match finished {
+                    Some(done) => {
+                        let (rows, more) = self.claim_batch(&txn, &leases, runnable).await?;
+                        txn.commit().await?;
+                        Some((done, rows, more))
+                    }
+                    None => {
+                        txn.rollback().await?;
+                        None
+                    }
+                }
+            }
+        };
+        let Some((done, rows, more)) = outcome else {
+            return Err(self.lease_failure(report.job_id, report.organization).await);
+        };
+        self.touch_worker(done.worker_id).await?;
+        Ok((
+            done,
+            Claimed {
+                claims: pair(secrets, rows),
+                more,
+            },
+        ))
+    }
+
+    /// PostgreSQL's report-and-acquire: one statement whose first CTE finishes the job and
+    /// whose claim runs only if that matched.
+    async fn finish_and_claim_pg(
+        &self,
+        report: &Report,
+        leases: &[(Uuid, String)],
+        runnable: &Runnable,
+    ) -> StoreResult<Option<(job::Model, Vec<job::Model>, bool)>> {
+        let backend = DbBackend::Postgres;
+        let claim = claim_sql(
+            backend,
+            leases,
+            runnable,
+            " AND EXISTS (SELECT 1 FROM finished)",
+        );
+        let mut values = claim.values;
+        let mut param = |v: Value| {
+            values.push(v);
+            format!("${}", values.len())
+        };
+        let at = now();
+        let mut set = format!(
+            "completed_at = {}, updated_at = {}",
+            param(at.into()),
+            param(at.into())
+        );
+        if let Some((message, code)) = &report.error {
+            set.push_str(&format!(
+                ", error = {}, error_code = {}",
+                param(message.clone().into()),
+                param(Value::String(code.map(|c| c.as_str().to_string())))
+            ));
+        }
+        let mut condition = format!(
+            "id = {} AND lease_token = {} AND completed_at IS NULL",
+            param(report.job_id.into()),
+            param(hash_secret(&report.lease_token).into())
+        );
+        if let Some(org) = report.organization {
+            condition.push_str(&format!(" AND organization_id = {}", param(org.into())));
+        }
+        let sql = format!(
+            "WITH finished AS (UPDATE provisioner_jobs SET {set} WHERE {condition} \
+             RETURNING provisioner_jobs.*), {ctes}, claimed AS ({update}) \
+             SELECT 'finished' AS kind, finished.*, 0 AS pending_seen FROM finished \
+             UNION ALL SELECT 'claimed' AS kind, claimed.* FROM claimed",
+            ctes = claim.ctes,
+            update = claim.update,
+        );
+        self.claims.statements.fetch_add(1, Ordering::Relaxed);
+        let rows = self
+            .connection()
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        let mut done = None;
+        let mut claimed = Vec::new();
+        let mut seen = 0i64;
+        for row in rows {
+            let kind: String = row.try_get("", "kind")?;
+            let model = job::Model::from_query_result(&row, "")?;
+            if kind == "finished" {
+                done = Some(model);
+            } else {
+                seen = seen.max(row.try_get("", "pending_seen")?);
+                claimed.push(model);
+            }
+        }
+        let more = seen > claimed.len() as i64;
+        Ok(done.map(|d| (d, claimed, more)))
     }
 
     /// Runs batches for one group until nobody is waiting.
@@ -169,8 +475,11 @@ impl Store {
                 .iter()
                 .map(|w| (w.daemon_id, w.hashed_lease.clone()))
                 .collect();
-            match self.claim_batch(&leases, &runnable).await {
-                Ok(mut claims) => {
+            match self
+                .claim_batch(self.connection(), &leases, &runnable)
+                .await
+            {
+                Ok((mut claims, more)) => {
                     for waiter in batch {
                         let job = claims
                             .iter()
@@ -180,7 +489,7 @@ impl Store {
                             job,
                             lease_token: waiter.lease_token,
                         });
-                        if let Err(Ok(Some(lost))) = waiter.answer.send(Ok(claim)) {
+                        if let Err(Ok((Some(lost), _))) = waiter.answer.send(Ok((claim, more))) {
                             // The caller left while its job was being claimed: put it back.
                             self.release_undelivered(&lost).await;
                         }
@@ -196,66 +505,56 @@ impl Store {
     }
 
     /// One statement that claims up to one job per `(daemon, hashed lease)` and gives each
-    /// claimed job one of them.
+    /// claimed job one of them; also whether more runnable jobs were pending.
     async fn claim_batch(
         &self,
+        db: &impl ConnectionTrait,
         batch: &[(Uuid, String)],
         runnable: &Runnable,
-    ) -> Result<Vec<job::Model>, sea_orm::DbErr> {
+    ) -> Result<(Vec<job::Model>, bool), sea_orm::DbErr> {
         let backend = self.backend();
+        let claim = claim_sql(backend, batch, runnable, "");
+        let sql = format!("WITH {} {}", claim.ctes, claim.update);
+        self.claims.statements.fetch_add(1, Ordering::Relaxed);
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, claim.values))
+            .await?;
+        let mut seen = 0i64;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            if backend == DbBackend::Postgres {
+                seen = seen.max(row.try_get("", "pending_seen")?);
+            }
+            claimed.push(job::Model::from_query_result(&row, "")?);
+        }
+        let more = match backend {
+            DbBackend::Postgres => seen > claimed.len() as i64,
+            // Nothing claimed: nothing was left. Otherwise look (in-process, no round trip).
+            _ if claimed.is_empty() => false,
+            _ => self.lookahead(db, runnable).await?,
+        };
+        Ok((claimed, more))
+    }
+
+    /// SQLite: whether a runnable job is still pending (after a claim).
+    async fn lookahead(
+        &self,
+        db: &impl ConnectionTrait,
+        runnable: &Runnable,
+    ) -> Result<bool, sea_orm::DbErr> {
         let provisioners: Vec<&str> = runnable.provisioners.iter().map(|p| p.as_str()).collect();
-        let next = job::Entity::find()
+        Ok(job::Entity::find()
             .select_only()
             .column(Column::Id)
             .filter(Column::OrganizationId.eq(runnable.organization_id))
             .filter(pending())
             .filter(Column::Provisioner.is_in(provisioners))
-            .filter(runnable_by(backend, &runnable.tags))
-            .order_by_asc(Column::IsPrebuild)
-            .order_by_asc(Column::CreatedAt)
-            .order_by_asc(Column::Id)
-            .limit(batch.len() as u64)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .build(backend);
-        let mut values: Vec<Value> = next.values.map(|v| v.0).unwrap_or_default();
-        let mut param = |v: Value| {
-            values.push(v);
-            match backend {
-                DbBackend::Postgres => format!("${}", values.len()),
-                _ => "?".to_string(),
-            }
-        };
-        let rows: Vec<String> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, (daemon_id, hashed_lease))| {
-                let daemon = param((*daemon_id).into());
-                let lease = param(hashed_lease.clone().into());
-                format!("({}, {daemon}, {lease})", i + 1)
-            })
-            .collect();
-        // One parameter per use: SQLite's `?` are positional.
-        let at = now();
-        let (started, updated) = (param(at.into()), param(at.into()));
-        let returning = match backend {
-            DbBackend::Postgres => "provisioner_jobs.*",
-            _ => "*",
-        };
-        let sql = format!(
-            "WITH locked AS ({inner}), \
-             next AS (SELECT id, row_number() OVER () AS rn FROM locked), \
-             assign (rn, worker_id, lease_token) AS (VALUES {rows}) \
-             UPDATE provisioner_jobs SET started_at = {started}, updated_at = {updated}, \
-             worker_id = assign.worker_id, lease_token = assign.lease_token \
-             FROM next JOIN assign ON assign.rn = next.rn \
-             WHERE provisioner_jobs.id = next.id \
-             RETURNING {returning}",
-            inner = next.sql,
-            rows = rows.join(", "),
-        );
-        job::Model::find_by_statement(Statement::from_sql_and_values(backend, sql, values))
-            .all(self.connection())
-            .await
+            .filter(runnable_by(self.backend(), &runnable.tags))
+            .limit(1)
+            .into_tuple::<Uuid>()
+            .one(db)
+            .await?
+            .is_some())
     }
 
     async fn release_undelivered(&self, claim: &Claim) {
@@ -265,7 +564,7 @@ impl Store {
     }
 
     /// Puts a claimed job nobody received back in the queue, as if never claimed.
-    async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
+    pub async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
         job::Entity::update_many()
             .col_expr(
                 Column::StartedAt,

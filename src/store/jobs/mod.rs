@@ -18,6 +18,7 @@ mod queue;
 mod reap;
 
 pub(crate) use claims::ClaimBatcher;
+pub use claims::{Claimed, MAX_BATCH, Report, group_key};
 
 pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
@@ -145,6 +146,28 @@ fn tags_contain(backend: DbBackend, filter: &BTreeMap<String, String>) -> Simple
             [f],
         ),
     }
+}
+
+/// The finish statement: completes (or fails) the job under this lease, if not finished yet.
+fn finish_update(
+    id: Uuid,
+    organization: Option<Uuid>,
+    lease_token: &str,
+    error: Option<(String, Option<ErrorCode>)>,
+) -> sea_orm::UpdateMany<job::Entity> {
+    let at = now();
+    let mut update = job::Entity::update_many()
+        .col_expr(Column::CompletedAt, Expr::value(at))
+        .col_expr(Column::UpdatedAt, Expr::value(at));
+    if let Some((message, code)) = error {
+        update = update
+            .col_expr(Column::Error, Expr::value(message))
+            .col_expr(
+                Column::ErrorCode,
+                Expr::value(code.map(|c| c.as_str().to_string())),
+            );
+    }
+    update.filter(Store::leased(id, organization, lease_token))
 }
 
 impl Store {
@@ -331,20 +354,7 @@ impl Store {
         lease_token: &str,
         error: Option<(String, Option<ErrorCode>)>,
     ) -> StoreResult<job::Model> {
-        let at = now();
-        let mut update = job::Entity::update_many()
-            .col_expr(Column::CompletedAt, Expr::value(at))
-            .col_expr(Column::UpdatedAt, Expr::value(at));
-        if let Some((message, code)) = error {
-            update = update
-                .col_expr(Column::Error, Expr::value(message))
-                .col_expr(
-                    Column::ErrorCode,
-                    Expr::value(code.map(|c| c.as_str().to_string())),
-                );
-        }
-        let Some(job) = update
-            .filter(Self::leased(id, organization, lease_token))
+        let Some(job) = finish_update(id, organization, lease_token, error)
             .exec_with_returning(self.connection())
             .await?
             .pop()

@@ -262,6 +262,17 @@ impl Store {
         })
     }
 
+    /// Pending jobs of an organization per (tags, provisioner), from the maintained counts: a
+    /// handful of rows whatever the backlog.
+    pub async fn pending_groups(&self, organization_id: Uuid) -> StoreResult<Vec<PendingGroup>> {
+        let rows = read_counts(self.connection(), Some(organization_id)).await?;
+        Ok(into_groups(
+            rows.into_iter()
+                .map(|(_, key, provisioner, prebuild, n)| (key, provisioner, prebuild, n))
+                .collect(),
+        ))
+    }
+
     /// Pending jobs per organization, tags key, provisioner and class (human or prebuild).
     pub async fn pending_counts_everywhere(
         &self,
