@@ -172,7 +172,7 @@ impl Default for RequestLimitSettings {
             body_read_timeout_secs: 30,
             idle_timeout_secs: 120,
             long_polls_per_credential: 32,
-            daemons_per_organization: 1000,
+            daemons_per_organization: 10_000,
         }
     }
 }

@@ -108,6 +108,10 @@ const MATRIX: &[(&str, &str)] = &[
     ("POST /provisionerd/acquire", "401 403 403 open 400 open"),
     ("POST /provisionerd/deregister", "401 403 403 open 400 open"),
     (
+        "POST /provisionerd/acquire-jobs",
+        "401 403 403 open 400 open",
+    ),
+    (
         "POST /provisionerd/jobs/{job}/update",
         "401 403 403 open 404 open",
     ),
@@ -140,7 +144,12 @@ struct Persona {
 /// A body that parses for each operation and changes nothing that later cells need.
 fn body_for(op: &str, license: &str) -> Option<Value> {
     let method = op.split(' ').next().unwrap();
-    if op == "POST /provisionerd/acquire" || op == "POST /provisionerd/deregister" {
+    if matches!(
+        op,
+        "POST /provisionerd/acquire"
+            | "POST /provisionerd/deregister"
+            | "POST /provisionerd/acquire-jobs"
+    ) {
         return Some(json!({"name": "matrix", "organization": "default", "wait_seconds": 0}));
     }
     if op.starts_with("POST /provisionerd/jobs/") {

@@ -301,7 +301,10 @@ backend_tests! {
         let count = if backend == Backend::Postgres { 150 } else { 10_000 };
         let mut huge: Vec<(String, String)> = (0..count).map(|i| (format!("k{i}"), format!("v{i}"))).collect();
         huge.push(("pool".into(), "x".into()));
-        let huge = Tags::normalize(huge.into_iter().collect(), None).unwrap();
+        huge.push(("scope".into(), "organization".into()));
+        huge.push(("owner".into(), String::new()));
+        // Past the enqueue limits on purpose, so built as stored rather than normalised.
+        let huge = Tags::from_stored(huge.into_iter().collect());
         insert_jobs(&app, Uuid::nil(), &[(huge.clone(), true, 1)]).await;
         for i in 0..1_000 {
             register(&app, &format!("d{i}"), tags(&[("pool", "x"), ("n", &format!("{}", i % 20))])).await;
