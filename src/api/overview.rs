@@ -53,6 +53,7 @@ pub struct QueueOverviewView {
     /// Pending jobs that no online daemon can run (they wait for a daemon with matching tags).
     pending_unmatched: i64,
     /// Age of the oldest pending job; null when nothing is pending.
+    #[oai(nullable)]
     oldest_pending_age_seconds: Option<i64>,
     /// Jobs created in the last 5 minutes.
     enqueued_last_5m: i64,
