@@ -116,6 +116,9 @@ struct Answer {
 
 impl Drop for Answer {
     fn drop(&mut self) {
+        // Closing first makes any later send fail (the batch then releases the job itself);
+        // without it, an answer sent between `try_recv` and the drop would vanish unreleased.
+        self.answered.close();
         if let Ok(Ok((Some(lost), _))) = self.answered.try_recv() {
             let store = self.store.clone();
             tokio::spawn(async move { store.release_undelivered(&lost).await });
