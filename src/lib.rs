@@ -11,7 +11,8 @@
 //! - [`entity`]: sea-orm entities, one per table.
 //! - [`entitlements`]: the licensed features this replica serves, kept fresh across replicas.
 //! - [`store`]: the only code that talks to the database.
-//! - [`queue`]: wake-ups, the daemon long-poll and the reaper loop.
+//! - [`queue`]: wake-ups, dispatch of a new job to one waiting daemon, the daemon long-poll
+//!   and the reaper loop.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
 //! - [`console`]: the operator console, HTML pages at `/` on the API listener.
 //! - [`cli`]: the `provq` command tree and its HTTP client.
