@@ -243,7 +243,7 @@ impl Metrics {
                 .set(seconds(now - oldest).max(0.0));
         }
         let cutoff = now - stale_after;
-        let busy = store.busy_worker_ids().await?;
+        let busy = store.busy_worker_ids(None).await?;
         let daemons = store.daemons_everywhere().await?;
         let mut online: HashMap<Uuid, Vec<&crate::entity::provisioner_daemon::Model>> =
             HashMap::new();

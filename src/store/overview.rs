@@ -2,11 +2,11 @@
 //! grouped queries whose cost depends on the number of statuses, tag groups and daemons, never on
 //! the number of jobs handled row by row in Rust.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait};
 use uuid::Uuid;
 
 use super::daemons::{DaemonStatus, daemon_runs};
@@ -70,7 +70,7 @@ impl Store {
         }
 
         let daemons = self.all_daemons(organization_id).await?;
-        let busy = self.busy_workers_of(organization_id).await?;
+        let busy = self.busy_worker_ids(Some(organization_id)).await?;
         let cutoff = now - stale_after;
         let mut by_status: BTreeMap<&'static str, i64> = [
             DaemonStatus::Idle,
@@ -154,20 +154,5 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    /// Ids of the organization's daemons holding an unfinished job.
-    async fn busy_workers_of(&self, organization_id: Uuid) -> StoreResult<HashSet<Uuid>> {
-        let ids: Vec<Option<Uuid>> = job::Entity::find()
-            .select_only()
-            .column(Column::WorkerId)
-            .filter(Column::OrganizationId.eq(organization_id))
-            .filter(Column::StartedAt.is_not_null())
-            .filter(Column::CompletedAt.is_null())
-            .distinct()
-            .into_tuple()
-            .all(self.connection())
-            .await?;
-        Ok(ids.into_iter().flatten().collect())
     }
 }

@@ -89,17 +89,21 @@ impl Store {
         Ok(out)
     }
 
-    /// Ids of the daemons holding an unfinished job (busy daemons).
-    pub async fn busy_worker_ids(&self) -> StoreResult<Vec<Uuid>> {
-        let ids: Vec<Option<Uuid>> = job::Entity::find()
+    /// Ids of the daemons holding an unfinished job (busy daemons), of one organization or of
+    /// all. Shared by the metrics gauges and the queue overview.
+    pub async fn busy_worker_ids(
+        &self,
+        organization_id: Option<Uuid>,
+    ) -> StoreResult<std::collections::HashSet<Uuid>> {
+        let mut query = job::Entity::find()
             .select_only()
             .column(Column::WorkerId)
             .filter(Column::StartedAt.is_not_null())
-            .filter(Column::CompletedAt.is_null())
-            .distinct()
-            .into_tuple()
-            .all(self.connection())
-            .await?;
+            .filter(Column::CompletedAt.is_null());
+        if let Some(org) = organization_id {
+            query = query.filter(Column::OrganizationId.eq(org));
+        }
+        let ids: Vec<Option<Uuid>> = query.distinct().into_tuple().all(self.connection()).await?;
         Ok(ids.into_iter().flatten().collect())
     }
 }
