@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::fixtures::{Backend, BenchDb, Targets};
-use crate::server::{Child, first_owner, http};
+use crate::server::{Child, cpu_seconds, first_owner, http};
 use crate::stats::{ms, percentile};
 
 #[derive(clap::Args)]
@@ -149,20 +149,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// CPU seconds (user + system) of a process so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            let fields: Vec<&str> = after.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0)
 }
 
 /// CPU seconds of every PostgreSQL backend serving `database` (the throwaway database is this

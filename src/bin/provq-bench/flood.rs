@@ -99,16 +99,7 @@ impl Server {
 
     /// Peak resident memory (VmHWM) in MiB.
     fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0)
-            / 1024.0
+        crate::server::peak_rss_mib(self.child.id())
     }
 }
 

@@ -216,26 +216,7 @@ impl Child {
     /// Peak resident memory (VmHWM) in MiB and CPU seconds (user + system) so far.
     pub fn cost(&self) -> (f64, f64) {
         let pid = self.child.id();
-        let hwm_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<f64>().ok())
-            })
-            .unwrap_or(0.0);
-        let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let after = s.rsplit_once(')')?.1;
-                let fields: Vec<&str> = after.split_whitespace().collect();
-                let utime: f64 = fields.get(11)?.parse().ok()?;
-                let stime: f64 = fields.get(12)?.parse().ok()?;
-                Some(utime + stime)
-            })
-            .unwrap_or(0.0);
-        (hwm_kib / 1024.0, ticks / 100.0)
+        (peak_rss_mib(pid), cpu_seconds(pid))
     }
 
     pub fn stop(mut self) {
@@ -250,4 +231,31 @@ impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.child.kill();
     }
+}
+
+/// Peak resident memory (VmHWM) of a process in MiB; 0 when it cannot be read.
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// CPU seconds (user + system) a process has used so far; 0 when it cannot be read.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
