@@ -23,7 +23,7 @@ use crate::domain::job_query::parse_list_query;
 use crate::domain::limits::{
     MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
 };
-use crate::domain::tags::{Tags, check_tags};
+use crate::domain::tags::{Tags, tags_from_json};
 use crate::entity::provisioner_job_log;
 use crate::store::jobs::{JobFilter, NewJob};
 
@@ -105,20 +105,7 @@ pub fn parse_tags(
     field: &str,
     tags: Option<Value>,
 ) -> Option<BTreeMap<String, String>> {
-    let tags = tags?;
-    let parsed = match tags {
-        Value::Object(map) => map
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k, s)),
-                other => Err(format!(
-                    "the value of \"{k}\" must be a string, not {other}"
-                )),
-            })
-            .collect::<Result<BTreeMap<String, String>, String>>(),
-        other => Err(format!("must be an object of string values, not {other}")),
-    };
-    v.check(field, parsed.and_then(|t| check_tags(&t).map(|()| t)))
+    v.check(field, tags_from_json(tags?))
 }
 
 /// A job's `metadata` and `input` within their limits (one validation per field past one).

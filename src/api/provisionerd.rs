@@ -13,12 +13,12 @@ use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
-use crate::domain::limits::{self, check_chars};
+use crate::domain::job::{ErrorCode, LogLevel, LogSource};
+use crate::domain::limits::{self, check_chars, storable};
+use crate::domain::registration::{DaemonRegistration, Registrant};
 use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
-use crate::store::daemons::DaemonRegistration;
 use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
 use crate::store::logs::NewLog;
 use crate::wire::provisionerd::{
@@ -30,8 +30,6 @@ pub struct ProvisionerdApi {
     pub state: AppState,
 }
 
-/// Longest long-poll a daemon may ask for.
-pub const MAX_WAIT_SECONDS: i64 = 30;
 /// Most log lines one update may carry.
 pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
 
@@ -64,15 +62,6 @@ fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
         file_id: job.file_id,
         metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
         created_at: job.created_at,
-    }
-}
-
-/// Text safe to store: PostgreSQL rejects NUL in text.
-fn storable(s: String) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
-    } else {
-        s
     }
 }
 
@@ -175,95 +164,46 @@ impl ProvisionerdApi {
         }
     }
 
+    /// The daemon's registration and long-poll wait: looks up what the request names, then
+    /// checks it ([`DaemonRegistration::from_request`]).
     async fn resolve_daemon(
         &self,
         auth: &DaemonAuth,
         body: AcquireRequest,
     ) -> Result<(DaemonRegistration, Duration), ApiError> {
-        let mut v = Validations::new();
-        let name = v.required("name", body.name, |n| {
-            let len = n.chars().count();
-            if (1..=limits::MAX_DAEMON_NAME_CHARS).contains(&len)
-                && !n.chars().any(char::is_control)
-            {
-                Ok(n)
-            } else {
-                Err("must be 1–64 characters without control characters".to_string())
-            }
-        });
-        let requested = body
-            .provisioners
-            .unwrap_or_else(|| vec!["terraform".into()]);
-        let provisioners: Vec<Provisioner> = requested
-            .iter()
-            .filter_map(|p| v.check("provisioners", Provisioner::parse(p)))
-            .collect();
-        if requested.is_empty() {
-            v.push("provisioners", "give at least one provisioner");
-        }
-        let wait = body.wait_seconds.unwrap_or(10);
-        if !(0..=MAX_WAIT_SECONDS).contains(&wait) {
-            v.push(
-                "wait_seconds",
-                format!("must be between 0 and {MAX_WAIT_SECONDS}"),
-            );
-        }
-        let (organization_id, tags) = match auth {
+        let registrant = match auth {
             DaemonAuth::Key(key) => {
-                if body.tags.is_some() {
-                    v.push(
-                        "tags",
-                        "a provisioner key's tags are fixed; do not send tags with it",
-                    );
-                }
-                if let Some(org) = &body.organization {
-                    let resolved = self.state.store.resolve_organization(org).await.ok();
-                    if resolved.map(|o| o.id) != Some(key.organization_id) {
-                        v.push(
-                            "organization",
-                            "the provisioner key belongs to another organization",
-                        );
+                let other_organization = match &body.organization {
+                    Some(org) => {
+                        let resolved = self.state.store.resolve_organization(org).await.ok();
+                        resolved.map(|o| o.id) != Some(key.organization_id)
                     }
+                    None => false,
+                };
+                Registrant::Key {
+                    key_id: auth.key_id(),
+                    organization_id: key.organization_id,
+                    tags: Tags::from_stored(map_from_json(&key.tags)),
+                    other_organization,
                 }
-                (
-                    Some(key.organization_id),
-                    Some(Tags::from_stored(map_from_json(&key.tags))),
-                )
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
-                let org = match &body.organization {
+                let organization = match &body.organization {
                     Some(ident) => match self.state.store.resolve_organization(ident).await {
-                        Ok(o) => Some(o.id),
-                        Err(crate::store::StoreError::NotFound) => {
-                            v.push("organization", format!("no organization \"{ident}\""));
-                            None
-                        }
+                        Ok(o) => Ok(o.id),
+                        Err(crate::store::StoreError::NotFound) => Err(ident.clone()),
                         Err(e) => return Err(e.into()),
                     },
-                    None => Some(self.state.store.default_organization_id().await?),
+                    None => Ok(self.state.store.default_organization_id().await?),
                 };
-                let raw = super::jobs::parse_tags(
-                    &mut v,
-                    "tags",
-                    body.tags.or_else(|| Some(serde_json::json!({}))),
-                );
-                let tags = raw.and_then(|t| v.check("tags", Tags::normalize(t, auth.user_id())));
-                (org, tags)
+                Registrant::Chooser {
+                    key_id: auth.key_id(),
+                    organization,
+                    user: auth.user_id(),
+                }
             }
         };
-        v.finish()?;
-        let (Some(name), Some(organization_id), Some(tags)) = (name, organization_id, tags) else {
-            unreachable!("validated above");
-        };
-        let registration = DaemonRegistration {
-            organization_id,
-            name,
-            key_id: Some(auth.key_id()),
-            tags,
-            provisioners,
-            version: body.version.map(storable).unwrap_or_default(),
-        };
-        Ok((registration, Duration::from_secs(wait as u64)))
+        Ok(DaemonRegistration::from_request(body, registrant)?)
     }
 }
 

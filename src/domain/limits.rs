@@ -104,6 +104,15 @@ pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
     Ok(())
 }
 
+/// Text safe to store: PostgreSQL rejects NUL in text, so a NUL becomes U+FFFD.
+pub fn storable(s: String) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{FFFD}")
+    } else {
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

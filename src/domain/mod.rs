@@ -8,6 +8,7 @@ pub mod license;
 pub mod limits;
 pub mod names;
 pub mod organization;
+pub mod registration;
 pub mod secrets;
 pub mod tags;
 pub mod validation;

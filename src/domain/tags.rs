@@ -74,6 +74,24 @@ impl Tags {
 
 pub use super::limits::check_tags;
 
+/// Tags as a request sends them: a JSON object of string values, within the limits of
+/// [`check_tags`]. The error says what is wrong, for the field's validation.
+pub fn tags_from_json(value: serde_json::Value) -> Result<BTreeMap<String, String>, String> {
+    let parsed = match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => Ok((k, s)),
+                other => Err(format!(
+                    "the value of \"{k}\" must be a string, not {other}"
+                )),
+            })
+            .collect::<Result<BTreeMap<String, String>, String>>(),
+        other => Err(format!("must be an object of string values, not {other}")),
+    };
+    parsed.and_then(|t| check_tags(&t).map(|()| t))
+}
+
 /// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
 pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {
     value

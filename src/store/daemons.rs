@@ -14,21 +14,12 @@ use uuid::Uuid;
 
 use super::jobs::status_of;
 use super::{Store, StoreError, StoreResult};
-use crate::domain::job::{JobStatus, Provisioner};
+use crate::domain::job::JobStatus;
 use crate::domain::now;
 use crate::domain::tags::Tags;
 use crate::entity::{provisioner_daemon as daemon, provisioner_job as job, provisioner_key};
 
-/// What a daemon says about itself when it acquires.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DaemonRegistration {
-    pub organization_id: Uuid,
-    pub name: String,
-    pub key_id: Option<Uuid>,
-    pub tags: Tags,
-    pub provisioners: Vec<Provisioner>,
-    pub version: String,
-}
+pub use crate::domain::registration::DaemonRegistration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DaemonStatus {
