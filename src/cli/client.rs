@@ -32,6 +32,16 @@ pub enum ClientError {
     Exit(u8),
 }
 
+impl ClientError {
+    /// The HTTP status of an error answer; `None` when there was no answer.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api(f) => Some(f.status),
+            _ => None,
+        }
+    }
+}
+
 /// `url` if it names an HTTP(S) server; a usage error (exit 2) otherwise, so that
 /// `--url 127.0.0.1:8080` says what is missing instead of failing later.
 pub fn check_url(url: &str) -> Result<String, ClientError> {
@@ -129,6 +139,12 @@ impl Client {
             .or_else(|| saved.map(|s| s.token))
             .ok_or(ClientError::NotLoggedIn)?;
         Ok(Self::anonymous(&url).with_token(token))
+    }
+
+    /// Sends through `http` (its pool, its timeouts) instead of a client of its own.
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
     }
 
     pub fn with_token(mut self, token: String) -> Self {

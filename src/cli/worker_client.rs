@@ -1,13 +1,16 @@
 //! A typed client of the worker protocol (`/api/v2/provisionerd/…`): the calls a provisioner
-//! daemon makes, with the request and answer types the server itself serves, so the daemon
-//! runner and the benchmark cannot drift from the API. Old calls (acquire one job, complete,
-//! fail) and new ones (report-and-acquire, acquire up to k) side by side.
+//! daemon makes, with the request and answer types the server itself serves ([`crate::wire`]),
+//! so the daemon runner and the benchmark cannot drift from the API. Old calls (acquire one
+//! job, complete, fail) and new ones (report-and-acquire, acquire up to k) side by side. Built on
+//! the CLI's [`Client`], so errors are [`ClientError`]s with the server's message, validations
+//! and `Retry-After`.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::client::{ApiFailure, Client, ClientError};
 pub use crate::wire::provisionerd::{
     AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
     CompleteJobRequest, FailJobRequest, JobReport, LogLine, UpdateJobRequest, UpdateJobResponse,
@@ -24,94 +27,63 @@ pub enum Credential {
     Session(String),
 }
 
-impl Credential {
-    fn header(&self) -> (&'static str, &str) {
-        match self {
-            Self::Key(k) => ("Coder-Provisioner-Daemon-Key", k),
-            Self::Psk(k) => ("Coder-Provisioner-Daemon-PSK", k),
-            Self::Session(t) => ("Coder-Session-Token", t),
-        }
-    }
-}
-
-/// A failed worker call.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// No answer (connection refused, reset, timed out).
-    #[error("no answer from the server: {0}")]
-    Transport(#[from] reqwest::Error),
-    /// The server answered with an error (Coder's shape).
-    #[error("{status}: {message}")]
-    Api {
-        status: StatusCode,
-        message: String,
-        detail: Option<String>,
-    },
-}
-
-impl WorkerError {
-    /// The HTTP status of an error answer.
-    pub fn status(&self) -> Option<StatusCode> {
-        match self {
-            Self::Api { status, .. } => Some(*status),
-            Self::Transport(_) => None,
-        }
-    }
-}
-
 /// The worker calls against one server with one credential. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WorkerClient {
-    http: reqwest::Client,
-    /// `…/api/v2/provisionerd`.
-    base: String,
-    credential: Credential,
+    client: Client,
 }
 
 impl WorkerClient {
     /// `server` is the server's base URL (`http://host:port`). The HTTP client's timeout must
     /// exceed the longest `wait_seconds` asked for.
     pub fn new(http: reqwest::Client, server: &str, credential: Credential) -> Self {
-        Self {
-            http,
-            base: format!("{}/api/v2/provisionerd", server.trim_end_matches('/')),
-            credential,
-        }
+        let client = Client::anonymous(server).with_http(http);
+        Self::from_client(match credential {
+            Credential::Key(k) => client.with_credential("Coder-Provisioner-Daemon-Key", k),
+            Credential::Psk(k) => client.with_credential("Coder-Provisioner-Daemon-PSK", k),
+            Credential::Session(t) => client.with_token(t),
+        })
     }
 
+    /// Worker calls through `client`, with its credential.
+    pub fn from_client(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// `POST /provisionerd{path}`: `None` for a 204.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
-    ) -> Result<Option<T>, WorkerError> {
-        let (name, value) = self.credential.header();
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header(name, value)
-            .json(body)
-            .send()
+    ) -> Result<Option<T>, ClientError> {
+        let (status, text) = self
+            .client
+            .raw(Method::POST, &format!("/provisionerd{path}"), Some(body))
             .await?;
-        let status = resp.status();
-        if status == StatusCode::NO_CONTENT {
+        if status == StatusCode::NO_CONTENT || text.is_empty() {
             return Ok(None);
         }
-        if status.is_success() {
-            return Ok(Some(resp.json().await?));
-        }
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
-        Err(WorkerError::Api {
-            status,
-            message: body["message"].as_str().unwrap_or_default().to_string(),
-            detail: body["detail"].as_str().map(str::to_string),
-        })
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| unexpected(status, format!("unexpected response: {e}")))
+    }
+
+    /// A call whose success always has a body.
+    async fn call_for<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(path, body)
+            .await?
+            .ok_or_else(|| unexpected(StatusCode::NO_CONTENT, format!("{path} had no body")))
     }
 
     /// `POST /acquire`: one job, or `None` when none came within `wait_seconds`.
     pub async fn acquire(
         &self,
         request: &AcquireRequest,
-    ) -> Result<Option<AcquireResponse>, WorkerError> {
+    ) -> Result<Option<AcquireResponse>, ClientError> {
         self.call("/acquire", request).await
     }
 
@@ -120,13 +92,15 @@ impl WorkerClient {
     pub async fn acquire_jobs(
         &self,
         request: &AcquireJobsRequest,
-    ) -> Result<AcquireJobsResponse, WorkerError> {
-        let answer: Option<AcquireJobsResponse> = self.call("/acquire-jobs", request).await?;
-        answer.ok_or_else(|| WorkerError::Api {
-            status: StatusCode::NO_CONTENT,
-            message: "acquire-jobs answered without a body".into(),
-            detail: None,
-        })
+    ) -> Result<AcquireJobsResponse, ClientError> {
+        self.call_for("/acquire-jobs", request).await
+    }
+
+    /// `POST /deregister`: the daemon is going away (listed offline at once).
+    pub async fn deregister(&self, request: &AcquireRequest) -> Result<(), ClientError> {
+        self.call::<_, serde_json::Value>("/deregister", request)
+            .await
+            .map(|_| ())
     }
 
     /// `POST /jobs/{id}/update`: a heartbeat with optional logs.
@@ -134,18 +108,12 @@ impl WorkerClient {
         &self,
         job: Uuid,
         request: &UpdateJobRequest,
-    ) -> Result<UpdateJobResponse, WorkerError> {
-        let answer: Option<UpdateJobResponse> =
-            self.call(&format!("/jobs/{job}/update"), request).await?;
-        answer.ok_or_else(|| WorkerError::Api {
-            status: StatusCode::NO_CONTENT,
-            message: "update answered without a body".into(),
-            detail: None,
-        })
+    ) -> Result<UpdateJobResponse, ClientError> {
+        self.call_for(&format!("/jobs/{job}/update"), request).await
     }
 
     /// `POST /jobs/{id}/complete`.
-    pub async fn complete(&self, job: Uuid, lease_token: &str) -> Result<(), WorkerError> {
+    pub async fn complete(&self, job: Uuid, lease_token: &str) -> Result<(), ClientError> {
         let request = CompleteJobRequest {
             lease_token: Some(lease_token.to_string()),
         };
@@ -155,9 +123,41 @@ impl WorkerClient {
     }
 
     /// `POST /jobs/{id}/fail`.
-    pub async fn fail(&self, job: Uuid, request: &FailJobRequest) -> Result<(), WorkerError> {
+    pub async fn fail(&self, job: Uuid, request: &FailJobRequest) -> Result<(), ClientError> {
         self.call::<_, serde_json::Value>(&format!("/jobs/{job}/fail"), request)
             .await
             .map(|_| ())
     }
+
+    /// `complete` when `error` is `None`, else `fail` with it: the report of a finished job
+    /// sent on its own.
+    pub async fn finish(
+        &self,
+        job: Uuid,
+        lease_token: &str,
+        error: Option<&str>,
+    ) -> Result<(), ClientError> {
+        match error {
+            None => self.complete(job, lease_token).await,
+            Some(error) => {
+                let request = FailJobRequest {
+                    lease_token: Some(lease_token.to_string()),
+                    error: Some(error.to_string()),
+                    error_code: None,
+                };
+                self.fail(job, &request).await
+            }
+        }
+    }
+}
+
+fn unexpected(status: StatusCode, message: String) -> ClientError {
+    ClientError::Api(ApiFailure {
+        status,
+        message,
+        detail: None,
+        validations: Vec::new(),
+        retry_after: None,
+        session_hint: false,
+    })
 }

@@ -10,3 +10,12 @@ pub mod daemons;
 pub mod jobs;
 pub mod organizations;
 pub mod provisionerd;
+
+/// Serialises a time as the served document writes it (`to_rfc3339`, `+00:00`), so a client
+/// that passes an answer on (the daemon runner's job JSON on stdin) passes on the same text.
+pub fn rfc3339<S: serde::Serializer>(
+    at: &chrono::DateTime<chrono::Utc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339())
+}

@@ -40,6 +40,7 @@ pub struct AcquiredJob {
     pub tags: BTreeMap<String, String>,
     pub file_id: Uuid,
     pub metadata: ProvisionerJobMetadata,
+    #[serde(serialize_with = "super::rfc3339")]
     pub created_at: DateTime<Utc>,
 }
 
