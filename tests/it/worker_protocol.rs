@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::backend_tests;
+use crate::cli::provq;
 use crate::helpers::*;
 
 /// Claim statements the server has run so far (the counter behind
@@ -220,5 +221,125 @@ backend_tests! {
         assert_eq!(unique, enqueued, "a job was lost");
         let (_, running) = app.get("/organizations/default/provisionerjobs?status=running,pending", Some(&owner)).await;
         assert_eq!(running, json!([]), "every job finished");
+    }
+}
+
+/// HTTP requests the server has answered on routes containing `route` (any method and code),
+/// from `provq_http_requests_total` on its metrics listener.
+async fn requests_to(app: &TestApp, route: &str) -> f64 {
+    let addr = app.metrics_addr.expect("metrics listener enabled");
+    let text = app
+        .http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("provq_http_requests_total{") && l.contains(&format!("route=\"{route}"))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `provq provisioner start` with the PSK against `app`, killed when dropped.
+struct Runner(std::process::Child);
+
+impl Runner {
+    fn start(app: &TestApp, home: &std::path::Path, args: &[&str]) -> Self {
+        let child = provq(home)
+            .args([
+                "provisioner",
+                "start",
+                "--url",
+                &app.base,
+                "--psk",
+                PSK,
+                "--heartbeat",
+                "1",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the daemon");
+        Self(child)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn all_succeeded(app: &TestApp, owner: &str, jobs: &[String]) {
+    eventually(Duration::from_secs(30), "every job to succeed", || async {
+        for id in jobs {
+            let status = app.status_of(owner, id).await;
+            assert!(
+                status != "failed",
+                "job {id} failed: {}",
+                app.job(owner, id).await
+            );
+            if status != "succeeded" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+backend_tests! {
+    async fn the_reference_daemon_reports_each_job_with_its_next_acquire(backend: Backend) {
+        let (app, owner) = fleet_app(backend).await;
+        let home = tempfile::tempdir().unwrap();
+        let mut jobs = Vec::new();
+        for _ in 0..4 {
+            jobs.push(app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"pool": "one"}})).await["id"].as_str().unwrap().to_string());
+        }
+        let _daemon = Runner::start(&app, home.path(), &["--name", "one-slot", "--tag", "pool=one", "--exec", "echo ran $PROVQ_JOB_ID"]);
+        all_succeeded(&app, &owner, &jobs).await;
+        // One call per job: the first acquires, each later one reports the job before it and
+        // acquires the next; the call that reports the last job may still be waiting for work.
+        let calls = requests_to(&app, "/api/v2/provisionerd/acquire-jobs").await;
+        assert!((4.0..=5.0).contains(&calls), "{calls} acquire-jobs calls for 4 jobs");
+        assert_eq!(requests_to(&app, "/api/v2/provisionerd/acquire\"").await, 0.0, "the old acquire is not used");
+        for call in ["/complete", "/fail"] {
+            let route = format!("/api/v2/provisionerd/jobs/{{job}}{call}");
+            assert_eq!(requests_to(&app, &route).await, 0.0, "no report on its own ({call})");
+        }
+        let (_, logs) = app.get(&format!("/organizations/default/provisionerjobs/{}/logs", jobs[0]), Some(&owner)).await;
+        assert!(logs.to_string().contains(&format!("ran {}", jobs[0])), "{logs}");
+    }
+
+    async fn the_reference_daemon_runs_concurrency_jobs_at_once(backend: Backend) {
+        let (app, owner) = fleet_app(backend).await;
+        let home = tempfile::tempdir().unwrap();
+        let started = home.path().join("started");
+        std::fs::create_dir(&started).unwrap();
+        // Each job marks itself started and succeeds only once three have started: run one
+        // after another, the first would give up after 20 s and fail.
+        let exec = format!(
+            "touch {dir}/$PROVQ_JOB_ID; i=0; while [ $(ls {dir} | wc -l) -lt 3 ]; do i=$((i+1)); [ $i -gt 400 ] && exit 1; sleep 0.05; done",
+            dir = started.display()
+        );
+        let mut jobs = Vec::new();
+        for _ in 0..3 {
+            jobs.push(app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"pool": "three"}})).await["id"].as_str().unwrap().to_string());
+        }
+        let _daemon = Runner::start(&app, home.path(), &["--name", "three-slots", "--tag", "pool=three", "--concurrency", "3", "--exec", &exec]);
+        all_succeeded(&app, &owner, &jobs).await;
+        let (_, daemons) = app.get("/organizations/default/provisionerdaemons", Some(&owner)).await;
+        assert_eq!(daemons.as_array().unwrap().len(), 1, "one daemon ran them: {daemons}");
+        // A fourth job, enqueued while the daemon waits with three free slots, runs too (and
+        // the three-at-once rule is met by the files already there).
+        let fourth = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"pool": "three"}})).await["id"].as_str().unwrap().to_string();
+        all_succeeded(&app, &owner, &[fourth]).await;
     }
 }
