@@ -449,49 +449,16 @@ impl Http {
         })
     }
 
-    /// One acquire; `Some((job, lease))` or `None` on 204.
+    /// One acquire with the old protocol; `Some((job, lease))` or `None` on 204.
     async fn acquire(&self, name: &str, wait: u64) -> anyhow::Result<Option<(Uuid, String)>> {
-        let resp = self
-            .client
-            .post(format!("{}/api/v2/provisionerd/acquire", self.base))
-            .header("Coder-Provisioner-Daemon-PSK", "bench-psk")
-            .json(&json!({"name": name, "wait_seconds": wait}))
-            .send()
-            .await?;
-        match resp.status().as_u16() {
-            204 => Ok(None),
-            200 => {
-                let body: Value = resp.json().await?;
-                let id = Uuid::parse_str(body["job"]["job_id"].as_str().unwrap_or_default())?;
-                Ok(Some((
-                    id,
-                    body["job"]["lease_token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                )))
-            }
-            other => anyhow::bail!("acquire answered {other}"),
-        }
+        let mut request = AcquireRequest::named(name);
+        request.wait_seconds = Some(wait as i64);
+        let answer = self.worker().acquire(&request).await?;
+        Ok(answer.map(|a| (a.job.job_id, a.job.lease_token)))
     }
 
     async fn complete(&self, id: Uuid, lease: &str) -> anyhow::Result<()> {
-        let resp = self
-            .client
-            .post(format!(
-                "{}/api/v2/provisionerd/jobs/{id}/complete",
-                self.base
-            ))
-            .header("Coder-Provisioner-Daemon-PSK", "bench-psk")
-            .json(&json!({"lease_token": lease}))
-            .send()
-            .await?;
-        anyhow::ensure!(
-            resp.status().as_u16() == 204,
-            "complete answered {}",
-            resp.status()
-        );
-        Ok(())
+        Ok(self.worker().complete(id, lease).await?)
     }
 
     async fn drain(&self, n: usize, daemons: usize, b: &ProgressBar) -> anyhow::Result<Vec<Uuid>> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use comfy_table::Table;
 use indicatif::ProgressBar;
+use provq::cli::worker_client::{AcquireRequest, Credential, WorkerClient};
 use provq::domain::PREBUILDS_USER_ID;
 use provq::domain::job::JobStatus;
 use provq::entity::provisioner_job;
@@ -309,36 +310,26 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let worker_calls: Arc<Mutex<(Vec<Duration>, Vec<Duration>)>> = Arc::default();
     let mut workers = Vec::new();
     for w in 0..WORKERS {
-        let (client, base) = (client.clone(), server.base.clone());
+        let worker = WorkerClient::new(
+            client.clone(),
+            &server.base,
+            Credential::Psk("bench-psk".into()),
+        );
         let (stop, acquired, calls) = (stop.clone(), acquired.clone(), worker_calls.clone());
-        let tags = tag_set(0).as_map().clone();
+        let mut request = AcquireRequest::named(format!("flood-worker-{w}"));
+        request.tags = Some(json!(tag_set(0).as_map()));
+        request.wait_seconds = Some(1);
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Acquire) {
                 let t = Instant::now();
-                let Ok(resp) = client
-                    .post(format!("{base}/api/v2/provisionerd/acquire"))
-                    .header("Coder-Provisioner-Daemon-PSK", "bench-psk")
-                    .json(&json!({"name": format!("flood-worker-{w}"), "tags": tags, "wait_seconds": 1}))
-                    .send()
-                    .await
-                else {
+                let Ok(Some(answer)) = worker.acquire(&request).await else {
                     continue;
                 };
-                if resp.status() != reqwest::StatusCode::OK {
-                    continue;
-                }
                 let took = t.elapsed();
-                let Ok(body) = resp.json::<Value>().await else { continue };
-                let job = &body["job"];
-                let id = Uuid::parse_str(job["job_id"].as_str().unwrap_or_default()).unwrap_or_default();
-                acquired.lock().await.insert(id, Instant::now());
+                let job = answer.job;
+                acquired.lock().await.insert(job.job_id, Instant::now());
                 let t = Instant::now();
-                let _ = client
-                    .post(format!("{base}/api/v2/provisionerd/jobs/{id}/complete"))
-                    .header("Coder-Provisioner-Daemon-PSK", "bench-psk")
-                    .json(&json!({"lease_token": job["lease_token"]}))
-                    .send()
-                    .await;
+                let _ = worker.complete(job.job_id, &job.lease_token).await;
                 let mut calls = calls.lock().await;
                 calls.0.push(took);
                 calls.1.push(t.elapsed());
