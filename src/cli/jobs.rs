@@ -14,6 +14,7 @@ use super::client::{Client, ClientError};
 use super::output::{Format, ago, cell, column_key, json as to_json, print_list};
 use super::prompt;
 use super::search::FilterArgs;
+use crate::wire::jobs::{ProvisionerJob, ProvisionerJobStatus};
 
 pub const DEFAULT_COLUMNS: &[&str] = &[
     "created_at",
@@ -415,18 +416,18 @@ fn print_log(line: &Value) {
 }
 
 /// What a followed job is waiting for, to say it once per change.
-fn waiting_note(job: &Value) -> Option<String> {
-    if job["status"] != "pending" {
+fn waiting_note(job: &ProvisionerJob) -> Option<String> {
+    if job.status != ProvisionerJobStatus::Pending {
         return None;
     }
-    Some(match job["queue_size"].as_i64().unwrap_or(0) {
+    Some(match job.queue_size {
         0 => format!(
             "Job is pending and no online daemon can run it (tags: {}); waiting for one.",
-            cell(&job["tags"])
+            cell(&json!(job.tags))
         ),
         size => format!(
             "Job is pending, position {} of {size} in its queue.",
-            job["queue_position"]
+            job.queue_position
         ),
     })
 }
@@ -442,7 +443,7 @@ async fn logs(
     let mut note: Option<String> = None;
     loop {
         // Read the job first: once it has finished, the lines read next are all there will be.
-        let job: Option<Value> = if follow {
+        let job: Option<ProvisionerJob> = if follow {
             Some(
                 client
                     .get(&format!("/organizations/{org}/provisionerjobs/{id}"))
@@ -468,13 +469,13 @@ async fn logs(
             }
         }
         let Some(job) = job else { return Ok(()) };
-        if job["completed_at"].is_string() {
-            let status = job["status"].as_str().unwrap_or_default();
-            match job["error"].as_str().filter(|e| !e.is_empty()) {
+        if job.completed_at.is_some() {
+            let status = job.status.as_str();
+            match job.error.as_deref().filter(|e| !e.is_empty()) {
                 Some(error) => println!("Job {id} {status}: {error}"),
                 None => println!("Job {id} {status}."),
             }
-            if exit_status && status != "succeeded" {
+            if exit_status && job.status != ProvisionerJobStatus::Succeeded {
                 return Err(ClientError::Exit(1).into());
             }
             return Ok(());
@@ -518,17 +519,18 @@ async fn cancel(args: CancelArgs) -> anyhow::Result<()> {
         let mut query = filters.query();
         query.push(("limit".into(), "10000".into()));
         let qs = serde_urlencoded::to_string(&query)?;
-        let jobs: Value = client
+        let jobs: Vec<ProvisionerJob> = client
             .get(&format!("/organizations/{}/provisionerjobs?{qs}", args.org))
             .await?;
         let count = jobs
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter(|j| j["status"] == "pending" || j["status"] == "running")
-                    .count()
+            .iter()
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    ProvisionerJobStatus::Pending | ProvisionerJobStatus::Running
+                )
             })
-            .unwrap_or(0);
+            .count();
         if count == 0 {
             println!("No pending or running jobs match; nothing to cancel.");
             return Ok(());
@@ -563,12 +565,12 @@ async fn cancel_each(client: &Client, org: &str, ids: &[String]) -> anyhow::Resu
         {
             Ok(_) => {
                 let status = client
-                    .get::<Value>(&path)
+                    .get::<ProvisionerJob>(&path)
                     .await
                     .ok()
-                    .and_then(|j| j["status"].as_str().map(str::to_string));
-                match status.as_deref() {
-                    Some("canceling") => {
+                    .map(|j| j.status);
+                match status {
+                    Some(ProvisionerJobStatus::Canceling) => {
                         println!("{id}: canceling (its daemon is stopping it)")
                     }
                     _ => println!("{id}: canceled"),

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::output::{Format, cell, columns, print_list};
+use crate::wire::organizations::Organization;
 
 #[derive(Subcommand, Debug)]
 pub enum OrganizationsCommand {
@@ -108,14 +109,10 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
             fields,
         } => {
             let body = fields.into_body(Some(name));
-            let org: Value = Client::from_args(&client)?
+            let org: Organization = Client::from_args(&client)?
                 .post("/organizations", &body)
                 .await?;
-            println!(
-                "Created organization {} ({}).",
-                str_of(&org, "name"),
-                str_of(&org, "id")
-            );
+            println!("Created organization {} ({}).", org.name, org.id);
         }
         OrganizationsCommand::Show {
             client,
@@ -140,18 +137,14 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
                 )
                 .into());
             }
-            let org: Value = Client::from_args(&client)?
+            let org: Organization = Client::from_args(&client)?
                 .send(
                     Method::PATCH,
                     &format!("/organizations/{organization}"),
                     Some(&body),
                 )
                 .await?;
-            println!(
-                "Updated organization {} ({}).",
-                str_of(&org, "name"),
-                str_of(&org, "id")
-            );
+            println!("Updated organization {} ({}).", org.name, org.id);
         }
         OrganizationsCommand::Delete {
             client,

@@ -20,9 +20,17 @@ pub enum ProvisionerJobStatus {
 }
 
 impl ProvisionerJobStatus {
-    /// Whether the job is over (it will not run or change again).
-    pub fn is_finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Canceled | Self::Failed)
+    /// The status as the JSON writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Canceling => "canceling",
+            Self::Canceled => "canceled",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
     }
 }
 
