@@ -1,6 +1,7 @@
 //! Pure types and rules: no sea-orm, no poem. Requests become these types at the edge, so code
 //! past the handlers never sees an unchecked name, token or password.
 
+pub mod daemon;
 pub mod job;
 pub mod job_query;
 pub mod job_search;
@@ -11,6 +12,7 @@ pub mod organization;
 pub mod registration;
 pub mod secrets;
 pub mod tags;
+pub mod user;
 pub mod validation;
 
 use chrono::{DateTime, SubsecRound, Utc};
