@@ -10,7 +10,8 @@
 //! reports whose call got no answer.
 //!
 //! SIGTERM or SIGINT: stop acquiring, let running jobs finish for `--shutdown-grace`, then stop
-//! them and fail them, and exit.
+//! them and fail them, and exit; a second signal stops them at once. The signals drive the one
+//! shutdown wiring every process uses ([`crate::shutdown::on_termination`]).
 //!
 //! Reports survive a server or database blip: a `complete` or `fail` that gets no answer, a 408,
 //! 429 or 5xx is retried with backoff (0.5 s doubling to 5 s, never sooner than `Retry-After`)
@@ -32,7 +33,7 @@ use clap::Args;
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::worker_client::{AcquireRequest, WorkerClient};
-use crate::shutdown::{Shutdown, termination_signal};
+use crate::shutdown::{Forced, Shutdown, on_termination};
 
 /// One line on the daemon's stderr, stamped with the UTC time (journald and log files keep the
 /// order, people see when).
@@ -164,46 +165,40 @@ pub async fn run(args: StartArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 {
         return Err(ClientError::Usage("--concurrency must be at least 1".into()).into());
     }
-    let stop = Shutdown::new();
-    let force_stop = Shutdown::new();
-    let (on_signal, on_second) = (stop.clone(), force_stop.clone());
-    let signal = termination_signal()?;
-    tokio::spawn(async move {
-        signal.await;
-        say!(
-            "stopping; running jobs may finish within --shutdown-grace (press Ctrl-C again to stop them now)"
-        );
-        on_signal.cancel();
-        // A second signal stops the running jobs at once (they are still reported).
-        if let Ok(again) = termination_signal() {
-            again.await;
-            say!("stopping running jobs now");
-            on_second.cancel();
-        }
-    });
+    // The first signal stops acquiring; a second one, or --shutdown-grace passing after the
+    // first, stops the running jobs (they are still reported).
+    let stages = on_termination(Some(Duration::from_secs(args.shutdown_grace)))?;
     let worker = WorkerClient::from_client(client);
     let daemon = Arc::new(Daemon {
-        reporter: Reporter::new(worker.clone(), force_stop.clone()),
+        reporter: Reporter::new(worker.clone(), stages.forced.clone()),
         worker,
         exec: args.exec.clone(),
         cancel_grace: Duration::from_secs(args.cancel_grace),
         heartbeat: Duration::from_secs(args.heartbeat.max(1)),
         report_timeout: Duration::from_secs(args.report_timeout),
-        force_stop,
+        force_stop: stages.forced.clone(),
     });
     say!(
         "{}: waiting for jobs on {url}",
         request.name.as_deref().unwrap_or_default()
     );
     let mut slots = Slots::new(daemon.clone(), args.concurrency);
-    slots.run(&request, &url, &stop).await?;
-    let grace = Duration::from_secs(args.shutdown_grace);
-    if tokio::time::timeout(grace, slots.drain()).await.is_err() {
-        say!(
-            "jobs still running after {}s; stopping them",
-            grace.as_secs()
-        );
-        daemon.force_stop.cancel();
+    slots.run(&request, &url, &stages.graceful).await?;
+    say!(
+        "stopping; running jobs may finish within --shutdown-grace (press Ctrl-C again to stop them now)"
+    );
+    let drained = tokio::select! {
+        () = slots.drain() => true,
+        () = stages.forced.cancelled() => false,
+    };
+    if !drained {
+        match stages.forced_by() {
+            Some(Forced::Deadline) => say!(
+                "jobs still running after {}s; stopping them",
+                args.shutdown_grace
+            ),
+            _ => say!("stopping running jobs now"),
+        }
         slots.drain().await;
     }
     deregister(&daemon.worker, &request).await;
