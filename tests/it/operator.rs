@@ -155,9 +155,11 @@ backend_tests! {
             std::thread::sleep(Duration::from_millis(50));
         }
         let later = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"os": "linux"}})).await["id"].as_str().unwrap().to_string();
-        // Nothing signals that no daemon took it: give a wrong acquire the time it would need.
-        tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(app.status_of(&owner, &later).await, "pending", "a stopped daemon takes no jobs");
+        // Were a long-poll of the stopped daemon still open on the server, the new job would
+        // have been offered to it; another daemon asking now gets it instead.
+        let probe = app.acquire("probe", json!({"os": "linux"}), 0).await;
+        assert_eq!(probe.map(|(id, _)| id), Some(later), "the job waited for a live daemon");
     }
 
     async fn tables_and_json_come_out_as_documented(backend: Backend) {

@@ -22,6 +22,8 @@ struct Terminal {
     child: Child,
     stdin: Option<ChildStdin>,
     screen: Arc<Mutex<String>>,
+    /// Copies `script`'s output to `screen`; done at its end of file.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Terminal {
@@ -45,7 +47,7 @@ impl Terminal {
         let mut out = child.stdout.take().unwrap();
         let screen = Arc::new(Mutex::new(String::new()));
         let sink = screen.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = out.read(&mut buf) {
                 if n == 0 {
@@ -60,6 +62,7 @@ impl Terminal {
             stdin: child.stdin.take(),
             child,
             screen,
+            reader,
         }
     }
 
@@ -94,8 +97,10 @@ impl Terminal {
     fn wait(mut self) -> (i32, String) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
+            // The screen is complete once the reader saw the end of the output.
+            if let Some(status) = self.child.try_wait().unwrap()
+                && self.reader.is_finished()
+            {
                 return (status.code().unwrap_or(-1), self.screen());
             }
             assert!(
@@ -146,6 +151,48 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// A pipe of a child read as it comes.
+struct Output {
+    text: Arc<Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Output {
+    fn of(mut pipe: impl Read + Send + 'static) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let sink = text.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self { text, reader }
+    }
+
+    /// Waits (up to 20 s) until what came so far passes `check`.
+    async fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) {
+        eventually(Duration::from_secs(20), what, || async {
+            check(&self.text.lock().unwrap())
+        })
+        .await;
+    }
+
+    /// Everything, once the pipe reached its end.
+    async fn finished(self) -> String {
+        let Self { text, reader } = self;
+        tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        text.lock().unwrap().clone()
+    }
 }
 
 struct Daemon(Child);
@@ -278,7 +325,7 @@ backend_tests! {
         let (app, owner) = spawn_queue(backend).await;
         let home = tempfile::tempdir().unwrap();
         let script = home.path().join("job.sh");
-        std::fs::write(&script, "#!/bin/sh\ncase \"$(cat)\" in\n  *'\"template_name\":\"leftover\"'*) trap 'echo bye; exit 0' INT; sleep 120 & wait; echo woke; exit 0;;\n  *) trap 'echo trapped; exit 0' INT; echo started; while true; do sleep 0.1; done;;\nesac\n").unwrap();
+        std::fs::write(&script, "#!/bin/sh\ncase \"$(cat)\" in\n  *'\"template_name\":\"leftover\"'*) trap 'echo bye; exit 0' INT; sleep 120 & echo waiting; wait; echo woke; exit 0;;\n  *) trap 'echo trapped; exit 0' INT; echo started; while true; do sleep 0.1; done;;\nesac\n").unwrap();
         Command::new("chmod").arg("+x").arg(&script).status().unwrap();
         let stderr = std::fs::File::create(home.path().join("daemon.log")).unwrap();
         // `|| exit $?` keeps dash from exec'ing the script: the sh -c wrapper stays in between.
@@ -305,7 +352,10 @@ backend_tests! {
 
         let leftover = id_of(&app.enqueue(&owner, json!({"type": "workspace_build", "metadata": {"template_name": "leftover"}})).await);
         wait_status(&app, &owner, &leftover, &["running"], 30).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        eventually(Duration::from_secs(10), "the script to wait for its background sleep", || async {
+            let (_, logs) = app.get(&format!("/organizations/default/provisionerjobs/{leftover}/logs"), Some(&owner)).await;
+            logs.to_string().contains("waiting")
+        }).await;
         let started = Instant::now();
         cli(&app.base, &owner, home.path(), &["provisioner", "jobs", "cancel", &leftover]);
         wait_status(&app, &owner, &leftover, &["canceled", "failed"], 30).await;
@@ -318,11 +368,12 @@ backend_tests! {
     async fn the_daemon_deregisters_on_ctrl_c_and_a_second_one_stops_its_jobs(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         let home = tempfile::tempdir().unwrap();
+        let log = home.path().join("daemon.log");
         let mut daemon = Daemon(
             provq(home.path())
                 .args(["provisioner", "start", "--url", &app.base, "--psk", PSK, "--name", "leaving", "--heartbeat", "1", "--cancel-grace", "1", "--exec", "sleep 600"])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
                 .unwrap(),
         );
@@ -334,8 +385,12 @@ backend_tests! {
         wait_status(&app, &owner, &job, &["running"], 30).await;
         let pid = Pid::from_raw(daemon.0.id() as i32);
         kill(pid, Signal::SIGINT).unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        eventually(Duration::from_secs(10), "the daemon to stop acquiring", || async {
+            std::fs::read_to_string(&log).unwrap().contains("stopping; running jobs may finish")
+        })
+        .await;
         assert!(daemon.0.try_wait().unwrap().is_none(), "the first Ctrl-C lets the job run");
+        assert_eq!(app.status_of(&owner, &job).await, "running", "the first Ctrl-C lets the job run");
         kill(pid, Signal::SIGINT).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while daemon.0.try_wait().unwrap().is_none() {
@@ -405,11 +460,12 @@ backend_tests! {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let shown = Output::of(watch.stdout.take().unwrap());
+        let started = Instant::now();
+        shown.wait_for("a second frame", |out| out.matches("\x1b[H\x1b[2J").count() >= 2).await;
         watch.kill().unwrap();
-        let out = tokio::task::spawn_blocking(move || watch.wait_with_output().unwrap()).await.unwrap();
-        let frames = String::from_utf8_lossy(&out.stdout).matches("\x1b[H\x1b[2J").count();
-        assert!(frames >= 2, "{frames} frames in 3 s");
+        let _ = watch.wait();
+        assert!(started.elapsed() >= Duration::from_millis(1500), "frames 2 s apart, not {:?}", started.elapsed());
 
         // Following a pending job no daemon can run says so; the outcome ends the output.
         let follow = provq(home.path())
@@ -420,13 +476,14 @@ backend_tests! {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut follow = follow;
+        let (stdout, stderr) = (Output::of(follow.stdout.take().unwrap()), Output::of(follow.stderr.take().unwrap()));
+        stderr.wait_for("the note that no daemon can run it", |err| err.contains("no online daemon can run it")).await;
         run(&["provisioner", "jobs", "cancel", &id]);
-        let out = tokio::task::spawn_blocking(move || follow.wait_with_output().unwrap()).await.unwrap();
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(stderr.contains("no online daemon can run it"), "{stderr}");
+        let status = tokio::task::spawn_blocking(move || follow.wait().unwrap()).await.unwrap();
+        let stdout = stdout.finished().await;
         assert_eq!(stdout.lines().last(), Some(format!("Job {id} canceled.").as_str()), "{stdout}");
-        assert_eq!(out.status.code(), Some(1), "--exit-status: only succeeded exits 0");
+        assert_eq!(status.code(), Some(1), "--exit-status: only succeeded exits 0");
 
         // A member is told the owner role is needed; a wrong -O names the organization.
         let member = app.member(&owner, "alice").await;
@@ -585,16 +642,57 @@ fn login_explains_a_wrong_server() {
     assert!(!err.contains("InvalidContentType"), "{err}");
 }
 
+/// Reads one HTTP request with a `Content-Length` body (or until the peer stops sending).
+fn read_request(conn: &mut std::net::TcpStream) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return;
+            }
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// A dead server: one line when it goes away, retries backing off, timestamps.
 #[test]
 fn the_daemon_backs_off_quietly_on_a_dead_server() {
     let home = tempfile::tempdir().unwrap();
+    // A server that hangs up on every connection, counting the daemon's attempts.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = attempts.clone();
+    std::thread::spawn(move || {
+        for conn in dead.incoming() {
+            // Read the whole request first: closing with unread bytes would reset the
+            // connection instead, a different failure than the others.
+            if let Ok(mut conn) = conn {
+                read_request(&mut conn);
+            }
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
     let child = provq(home.path())
         .args([
             "provisioner",
             "start",
             "--url",
-            "http://127.0.0.1:9",
+            &url,
             "--psk",
             "x",
             "--exec",
@@ -604,7 +702,12 @@ fn the_daemon_backs_off_quietly_on_a_dead_server() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(4500));
+    // Three attempts: the first, and two after backing off (1 s, then 2 s, with jitter).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while attempts.load(std::sync::atomic::Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the daemon stopped retrying");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -95,6 +95,17 @@ fn hold_a_request_open(base: &str) -> TcpStream {
     stream
 }
 
+/// The status of `GET /healthz` on a new connection; `None` when the connection was refused.
+async fn healthz(http: &reqwest::Client, base: &str) -> Option<StatusCode> {
+    let resp = http
+        .get(format!("{base}/healthz"))
+        .header("Connection", "close")
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status())
+}
+
 async fn replica_rows(database_url: &str) -> u64 {
     let store = provq::store::Store::connect(&test_settings(database_url))
         .await
@@ -159,10 +170,20 @@ async fn a_second_signal_exits_at_once() {
     let home = tempfile::tempdir().unwrap();
     let (mut server, base) = serve_on_a_pipe_that_closes(&url, home.path());
     let _in_flight = hold_a_request_open(&base);
-    // The request has reached the server before the signal.
-    std::thread::sleep(Duration::from_millis(200));
+    // The request has reached the server before the signal: one sent after it was answered.
+    let http = http_client();
+    assert_eq!(healthz(&http, &base).await, Some(StatusCode::OK));
     server.signal(Signal::SIGTERM);
-    std::thread::sleep(Duration::from_millis(300));
+    // The graceful stage has begun once new connections are refused (the listener closed) or
+    // answered 503.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while healthz(&http, &base).await == Some(StatusCode::OK) {
+        assert!(
+            Instant::now() < deadline,
+            "the first signal did not begin a shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         server.0.try_wait().unwrap().is_none(),
         "the first signal waits for the request in flight"
