@@ -303,12 +303,15 @@ backend_tests! {
         for _ in 0..4 {
             jobs.push(app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"pool": "one"}})).await["id"].as_str().unwrap().to_string());
         }
+        let started = std::time::Instant::now();
         let _daemon = Runner::start(&app, home.path(), &["--name", "one-slot", "--tag", "pool=one", "--exec", "echo ran $PROVQ_JOB_ID"]);
         all_succeeded(&app, &owner, &jobs).await;
         // One call per job: the first acquires, each later one reports the job before it and
-        // acquires the next; the call that reports the last job may still be waiting for work.
+        // acquires the next; the call that reports the last job may still be waiting for work
+        // (and, on a slow machine, an idle daemon asks again every 10 s).
         let calls = requests_to(&app, "/api/v2/provisionerd/acquire-jobs").await;
-        assert!((4.0..=5.0).contains(&calls), "{calls} acquire-jobs calls for 4 jobs");
+        let idle = (started.elapsed().as_secs() / 10) as f64;
+        assert!((4.0..=5.0 + idle).contains(&calls), "{calls} acquire-jobs calls for 4 jobs");
         assert_eq!(requests_to(&app, "/api/v2/provisionerd/acquire\"").await, 0.0, "the old acquire is not used");
         for call in ["/complete", "/fail"] {
             let route = format!("/api/v2/provisionerd/jobs/{{job}}{call}");
