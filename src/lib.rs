@@ -16,7 +16,8 @@
 //! - [`wire`]: the JSON of requests and answers as types, shared by the API and its clients.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
 //! - [`console`]: the operator console, HTML pages at `/` on the API listener.
-//! - [`cli`]: the `provq` command tree and its HTTP client.
+//! - [`cli`]: the `provq` command tree, its HTTP client, the typed worker client and the
+//!   daemon runner (`provq provisioner start`).
 //! - [`telemetry`]: log output.
 
 pub mod api;
