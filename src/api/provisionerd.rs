@@ -16,13 +16,13 @@ use super::error::ApiError;
 use super::job_views::{ProvisionerJobInput, ProvisionerJobMetadata};
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
+use crate::domain::daemon::{Daemon, Liveness};
+use crate::domain::job::{ErrorCode, Job, LogLevel, LogSource, Provisioner};
 use crate::domain::limits::{self, check_chars};
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
+use crate::domain::tags::Tags;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
+use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
 
 pub struct ProvisionerdApi {
@@ -155,18 +155,18 @@ pub enum Done {
     NoContent,
 }
 
-fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
+fn acquired(job: Job, lease_token: String) -> AcquiredJob {
     AcquiredJob {
         job_id: job.id,
         lease_token,
-        job_type: job.job_type,
-        provisioner: job.provisioner,
+        job_type: job.job_type.as_str().to_string(),
+        provisioner: job.provisioner.as_str().to_string(),
         organization_id: job.organization_id,
         initiator_id: job.initiator_id,
-        input: serde_json::from_value(job.input).unwrap_or_default(),
-        tags: map_from_json(&job.tags),
+        input: job.input.into(),
+        tags: job.tags.as_map().clone(),
         file_id: job.file_id,
-        metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
+        metadata: job.metadata.into(),
         created_at: job.created_at,
     }
 }
@@ -254,11 +254,7 @@ fn parse_failure(
 
 impl ProvisionerdApi {
     /// Records a claimed job with its side effects and turns it into the daemon's answer.
-    fn hand_out(
-        &self,
-        daemon: &crate::entity::provisioner_daemon::Model,
-        claim: Claim,
-    ) -> AcquiredJob {
+    fn hand_out(&self, daemon: &Daemon, claim: Claim) -> AcquiredJob {
         tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
         self.state.metrics.job_acquired(&claim.job);
         self.state.wakeups.job_event(claim.job.id);
@@ -266,10 +262,10 @@ impl ProvisionerdApi {
     }
 
     /// The side effects of a finished job.
-    fn finished(&self, done: &provisioner_job::Model) {
+    fn finished(&self, done: &Job) {
         self.state.metrics.job_finished(done);
         self.state.wakeups.job_event(done.id);
-        match status_of(done) {
+        match done.status() {
             crate::domain::job::JobStatus::Failed => {
                 tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
             }
@@ -329,10 +325,7 @@ impl ProvisionerdApi {
                         );
                     }
                 }
-                (
-                    Some(key.organization_id),
-                    Some(Tags::from_stored(map_from_json(&key.tags))),
-                )
+                (Some(key.organization_id), Some(key.tags.clone()))
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
                 let org = match &body.organization {
@@ -419,11 +412,10 @@ impl ProvisionerdApi {
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
         let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
-        let stale =
-            chrono::Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
+        let liveness = Liveness::now_secs(self.state.settings.provisioner.stale_after_secs);
         self.state
             .store
-            .mark_daemon_offline(&registration, stale)
+            .mark_daemon_offline(&registration, liveness)
             .await?;
         tracing::info!(daemon = %registration.name, "daemon deregistered");
         Ok(Done::NoContent)
