@@ -29,7 +29,7 @@ const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(7);
 
 /// When a shutdown must be over: the in-flight requests' time, then up to
 /// [`crate::entitlements::STOP_TIMEOUT`] to stop the background loops and remove this replica's
-/// row, and some slack. Past it the process exits at once (see [`crate::shutdown::on_termination`]),
+/// row, and some slack. Past it the process exits at once (see [`crate::shutdown::Stages::exit_when_forced`]),
 /// so a shutdown never takes more than 10 s.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9_500);
 

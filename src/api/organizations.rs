@@ -1,11 +1,9 @@
 //! `/organizations`: list and read (members see theirs), create, update and delete (owners,
 //! and only with the `multiple_organizations` entitlement).
 
-use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use uuid::Uuid;
 
 use super::ApiTags;
 use super::access::org_for_member;
@@ -18,22 +16,10 @@ use crate::domain::license::entitlements::MULTIPLE_ORGANIZATIONS;
 use crate::domain::organization;
 use crate::domain::organization::OrganizationFields;
 use crate::store::organizations::{DeleteBlockers, OrganizationDeletion};
+pub use crate::wire::organizations::Organization;
 
 pub struct OrganizationsApi {
     pub state: AppState,
-}
-
-/// An organization as Coder shows it.
-#[derive(Object)]
-pub struct Organization {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    description: String,
-    icon: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    is_default: bool,
 }
 
 impl From<organization::Organization> for Organization {
