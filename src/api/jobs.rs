@@ -18,13 +18,13 @@ use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetada
 use super::state::AppState;
 use super::users::Message;
 use crate::domain::Validations;
-use crate::domain::job::{JobLog, JobStatus, JobType, Provisioner};
-use crate::domain::job_query::parse_list_query;
+use crate::domain::job::{Job, JobLog, JobStatus, JobType, Provisioner};
+use crate::domain::job_query::{JobFilter, parse_list_query};
 use crate::domain::limits::{
     MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
 };
-use crate::domain::tags::{Tags, tags_from_json};
-use crate::store::jobs::{JobFilter, NewJob};
+use crate::domain::tags::{Tags, parse_string_map};
+use crate::store::jobs::NewJob;
 
 pub struct JobsApi {
     pub state: AppState,
@@ -97,14 +97,14 @@ pub enum JobCreated {
     Created(Json<ProvisionerJob>),
 }
 
-/// Parses tags given by a client (job, daemon or key tags, or a filter): a JSON object of
-/// strings within the tag limits. Anything else is a validation failure of `field`.
+/// Parses tags given by a client (job, daemon or key tags, or a filter) with the domain's one
+/// reader ([`parse_string_map`]); anything else is a validation failure of `field`.
 pub fn parse_tags(
     v: &mut Validations,
     field: &str,
     tags: Option<Value>,
 ) -> Option<BTreeMap<String, String>> {
-    v.check(field, tags_from_json(tags?))
+    v.check(field, parse_string_map(tags?))
 }
 
 /// A job's `metadata` and `input` within their limits (one validation per field past one).
@@ -165,11 +165,7 @@ pub async fn resolve_initiator(
 }
 
 impl JobsApi {
-    async fn one(
-        &self,
-        organization_id: Uuid,
-        job: crate::entity::provisioner_job::Model,
-    ) -> Result<ProvisionerJob, ApiError> {
+    async fn one(&self, organization_id: Uuid, job: Job) -> Result<ProvisionerJob, ApiError> {
         let mut all = present_all(&self.state, organization_id, vec![job]).await?;
         Ok(all.pop().expect("one job in, one job out"))
     }

@@ -13,13 +13,12 @@ use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::job::{ErrorCode, LogLevel, LogSource};
+use crate::domain::daemon::{Daemon, Liveness};
+use crate::domain::job::{ErrorCode, Job, LogLevel, LogSource};
 use crate::domain::limits::{self, check_chars, storable};
 use crate::domain::registration::{DaemonRegistration, Registrant};
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
+use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
 use crate::wire::provisionerd::{
     AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
@@ -49,18 +48,18 @@ pub enum Done {
     NoContent,
 }
 
-fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
+fn acquired(job: Job, lease_token: String) -> AcquiredJob {
     AcquiredJob {
         job_id: job.id,
         lease_token,
-        job_type: job.job_type,
-        provisioner: job.provisioner,
+        job_type: job.job_type.as_str().to_string(),
+        provisioner: job.provisioner.as_str().to_string(),
         organization_id: job.organization_id,
         initiator_id: job.initiator_id,
-        input: serde_json::from_value(job.input).unwrap_or_default(),
-        tags: map_from_json(&job.tags),
+        input: job.input.into(),
+        tags: job.tags.as_map().clone(),
         file_id: job.file_id,
-        metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
+        metadata: job.metadata.into(),
         created_at: job.created_at,
     }
 }
@@ -139,11 +138,7 @@ fn parse_failure(
 
 impl ProvisionerdApi {
     /// Records a claimed job with its side effects and turns it into the daemon's answer.
-    fn hand_out(
-        &self,
-        daemon: &crate::entity::provisioner_daemon::Model,
-        claim: Claim,
-    ) -> AcquiredJob {
+    fn hand_out(&self, daemon: &Daemon, claim: Claim) -> AcquiredJob {
         tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
         self.state.metrics.job_acquired(&claim.job);
         self.state.wakeups.job_event(claim.job.id);
@@ -151,10 +146,10 @@ impl ProvisionerdApi {
     }
 
     /// The side effects of a finished job.
-    fn finished(&self, done: &provisioner_job::Model) {
+    fn finished(&self, done: &Job) {
         self.state.metrics.job_finished(done);
         self.state.wakeups.job_event(done.id);
-        match status_of(done) {
+        match done.status() {
             crate::domain::job::JobStatus::Failed => {
                 tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
             }
@@ -183,7 +178,7 @@ impl ProvisionerdApi {
                 Registrant::Key {
                     key_id: auth.key_id(),
                     organization_id: key.organization_id,
-                    tags: Tags::from_stored(map_from_json(&key.tags)),
+                    tags: key.tags.clone(),
                     other_organization,
                 }
             }
@@ -255,11 +250,10 @@ impl ProvisionerdApi {
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
         let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
-        let stale =
-            chrono::Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
+        let liveness = Liveness::now_secs(self.state.settings.provisioner.stale_after_secs);
         self.state
             .store
-            .mark_daemon_offline(&registration, stale)
+            .mark_daemon_offline(&registration, liveness)
             .await?;
         tracing::info!(daemon = %registration.name, "daemon deregistered");
         Ok(Done::NoContent)

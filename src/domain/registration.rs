@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::Validations;
 use super::job::Provisioner;
 use super::limits::{self, storable};
-use super::tags::{Tags, tags_from_json};
+use super::tags::{Tags, parse_string_map};
 use crate::wire::provisionerd::AcquireRequest;
 
 /// Longest long-poll a daemon may ask for.
@@ -62,47 +62,46 @@ impl DaemonRegistration {
         let name = v.required("name", request.name, parse_name);
         let provisioners = parse_provisioners(&mut v, request.provisioners);
         let wait = parse_wait(&mut v, request.wait_seconds);
-        let (key_id, organization_id, tags) =
-            match registrant {
-                Registrant::Key {
-                    key_id,
-                    organization_id,
-                    tags,
-                    other_organization,
-                } => {
-                    if request.tags.is_some() {
-                        v.push(
-                            "tags",
-                            "a provisioner key's tags are fixed; do not send tags with it",
-                        );
-                    }
-                    if other_organization {
-                        v.push(
-                            "organization",
-                            "the provisioner key belongs to another organization",
-                        );
-                    }
-                    (key_id, Some(organization_id), Some(tags))
-                }
-                Registrant::Chooser {
-                    key_id,
-                    organization,
-                    user,
-                } => {
-                    let organization = match organization {
-                        Ok(id) => Some(id),
-                        Err(ident) => {
-                            v.push("organization", format!("no organization \"{ident}\""));
-                            None
-                        }
-                    };
-                    let raw = request.tags.unwrap_or_else(|| serde_json::json!({}));
-                    let tags = v.check("tags", tags_from_json(raw)).and_then(
-                        |t: BTreeMap<String, String>| v.check("tags", Tags::normalize(t, user)),
+        let (key_id, organization_id, tags) = match registrant {
+            Registrant::Key {
+                key_id,
+                organization_id,
+                tags,
+                other_organization,
+            } => {
+                if request.tags.is_some() {
+                    v.push(
+                        "tags",
+                        "a provisioner key's tags are fixed; do not send tags with it",
                     );
-                    (key_id, organization, tags)
                 }
-            };
+                if other_organization {
+                    v.push(
+                        "organization",
+                        "the provisioner key belongs to another organization",
+                    );
+                }
+                (key_id, Some(organization_id), Some(tags))
+            }
+            Registrant::Chooser {
+                key_id,
+                organization,
+                user,
+            } => {
+                let organization = match organization {
+                    Ok(id) => Some(id),
+                    Err(ident) => {
+                        v.push("organization", format!("no organization \"{ident}\""));
+                        None
+                    }
+                };
+                let raw = request.tags.unwrap_or_else(|| serde_json::json!({}));
+                let tags = v.check("tags", parse_string_map(raw)).and_then(
+                    |t: BTreeMap<String, String>| v.check("tags", Tags::normalize(t, user)),
+                );
+                (key_id, organization, tags)
+            }
+        };
         match (name, organization_id, tags, wait) {
             (Some(name), Some(organization_id), Some(tags), Some(wait)) if v.is_empty() => Ok((
                 Self {
@@ -120,12 +119,17 @@ impl DaemonRegistration {
     }
 }
 
-fn parse_name(name: String) -> Result<String, String> {
+/// A daemon name that is empty, too long or holds control characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must be 1–64 characters without control characters")]
+pub struct BadDaemonName;
+
+fn parse_name(name: String) -> Result<String, BadDaemonName> {
     let len = name.chars().count();
     if (1..=limits::MAX_DAEMON_NAME_CHARS).contains(&len) && !name.chars().any(char::is_control) {
         Ok(name)
     } else {
-        Err("must be 1–64 characters without control characters".to_string())
+        Err(BadDaemonName)
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::dispatch::{Dispatcher, Hint, JobHint};
+use crate::domain::job::Job;
 use crate::domain::tags::Tags;
-use crate::entity::provisioner_job;
 use crate::shutdown::Shutdown;
 
 const JOBS_CHANNEL: &str = "provq_jobs";
@@ -82,7 +82,7 @@ impl Wakeups {
 
     /// A job was enqueued: offer it to one waiting daemon here, and to one on every other
     /// replica.
-    pub fn job_enqueued(&self, job: &provisioner_job::Model) {
+    pub fn job_enqueued(&self, job: &Job) {
         self.offer(Hint::Job(JobHint::of(job)));
     }
 
