@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::ClientArgs;
 use super::client::{Client, ClientError};
-use super::output::{Format, cell, columns, print_list};
+use super::output::{Format, columns, print_typed};
 use crate::wire::organizations::Organization;
 
 #[derive(Subcommand, Debug)]
@@ -91,17 +91,19 @@ pub async fn run(cmd: OrganizationsCommand) -> anyhow::Result<()> {
     match cmd {
         OrganizationsCommand::List { client, output } => {
             let orgs: Value = Client::from_args(&client)?.get("/organizations").await?;
-            print_list(
+            print_typed(
                 output,
                 &orgs,
                 "No organizations found",
                 &columns(&["name", "display_name", "id", "default"]),
-                |org, c| match c {
-                    "default" if org["is_default"].as_bool() == Some(true) => "yes".into(),
-                    "default" => String::new(),
-                    other => cell(&org[other]),
+                |org: &Organization, c| match c {
+                    "name" => org.name.clone(),
+                    "display_name" => org.display_name.clone(),
+                    "id" => org.id.to_string(),
+                    "default" if org.is_default => "yes".into(),
+                    _ => String::new(),
                 },
-            );
+            )?;
         }
         OrganizationsCommand::Create {
             client,

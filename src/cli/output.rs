@@ -44,19 +44,15 @@ pub fn cell(value: &Value) -> String {
 /// row's cell for a column key, as plain text. The layout is computed on that plain text and
 /// the `status` column is coloured afterwards (on a terminal), so colour codes never count as
 /// width and never misalign a table.
-pub fn table(
-    columns: &[String],
-    rows: &[Value],
-    extract: impl Fn(&Value, &str) -> String,
-) -> String {
+pub fn table<R>(columns: &[String], rows: &[R], extract: impl Fn(&R, &str) -> String) -> String {
     render_table(columns, rows, extract, colour_enabled())
 }
 
 /// [`table`] with colour decided by the caller.
-pub fn render_table(
+pub fn render_table<R>(
     columns: &[String],
-    rows: &[Value],
-    extract: impl Fn(&Value, &str) -> String,
+    rows: &[R],
+    extract: impl Fn(&R, &str) -> String,
     colour: bool,
 ) -> String {
     let header: Vec<String> = columns
@@ -139,6 +135,29 @@ pub fn print_list(
         Format::Table if rows.is_empty() => println!("{empty}"),
         Format::Table => println!("{}", table(columns, &rows, extract)),
     }
+}
+
+/// [`print_list`] with the table drawn from the rows decoded as `R` (a `wire` answer type), so
+/// its cells read fields instead of indexing JSON; `-o json` still prints what the server sent.
+pub fn print_typed<R: serde::de::DeserializeOwned>(
+    format: Format,
+    list: &Value,
+    empty: &str,
+    columns: &[String],
+    extract: impl Fn(&R, &str) -> String,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", json(list)),
+        Format::Table => {
+            let rows: Vec<R> = serde_json::from_value(list.clone())?;
+            if rows.is_empty() {
+                println!("{empty}");
+            } else {
+                println!("{}", table(columns, &rows, extract));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Column names as owned strings.

@@ -7,8 +7,9 @@ use serde_json::{Value, json};
 use super::ClientArgs;
 use super::client::{Client, ClientError};
 use super::jobs::{self, JobsCommand};
-use super::output::{Format, cell, columns, print_list};
+use super::output::{Format, cell, columns, print_list, print_typed};
 use super::runner::{self, StartArgs};
+use crate::wire::daemons::ProvisionerDaemon;
 
 #[derive(Subcommand, Debug)]
 pub enum ProvisionerCommand {
@@ -113,17 +114,26 @@ pub async fn run(cmd: ProvisionerCommand) -> anyhow::Result<()> {
                 "last_seen_at",
                 "current_job",
             ];
-            print_list(
+            print_typed(
                 output,
                 &daemons,
                 "No provisioner daemons found",
                 &columns(&names),
-                |d, c| match c {
-                    "current_job" => cell(&d["current_job"]["id"]),
-                    other => cell(&d[other]),
+                |d: &ProvisionerDaemon, c| match c {
+                    "name" => d.name.clone(),
+                    "status" => d.status.clone(),
+                    "tags" => cell(&json!(d.tags)),
+                    "provisioners" => d.provisioners.join(","),
+                    "key_name" => d.key_name.clone(),
+                    "last_seen_at" => d.last_seen_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "current_job" => d
+                        .current_job
+                        .as_ref()
+                        .map(|j| j.id.to_string())
+                        .unwrap_or_default(),
+                    _ => String::new(),
                 },
-            );
-            Ok(())
+            )
         }
         ProvisionerCommand::Keys(cmd) => keys(cmd).await,
         ProvisionerCommand::Start(args) => runner::run(args).await,

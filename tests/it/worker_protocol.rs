@@ -340,6 +340,14 @@ backend_tests! {
         all_succeeded(&app, &owner, &jobs).await;
         let (_, daemons) = app.get("/organizations/default/provisionerdaemons", Some(&owner)).await;
         assert_eq!(daemons.as_array().unwrap().len(), 1, "one daemon ran them: {daemons}");
+        let listed = provq(home.path())
+            .args(["provisioner", "list", "--url", &app.base])
+            .env("PROVQ_SESSION_TOKEN", &owner)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        let row = listed.lines().find(|l| l.contains("three-slots")).unwrap_or_else(|| panic!("{listed}"));
+        assert!(row.contains("pool=three") && row.contains("terraform") && row.contains("psk"), "{listed}");
         // A fourth job, enqueued while the daemon waits with three free slots, runs too (and
         // the three-at-once rule is met by the files already there).
         let fourth = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"pool": "three"}})).await["id"].as_str().unwrap().to_string();
