@@ -7,10 +7,13 @@
 //! - [`slow_clients`]: header and idle deadlines for slow clients, at the socket.
 //! - [`startup`]: builds the application (database, migrations, listeners); tests use it too.
 //! - [`shutdown`]: the one shutdown signal every task shares.
-//! - [`domain`]: pure types and rules (names, secrets, validations); no database, no HTTP.
+//! - [`domain`]: pure types and rules: what the store hands up (`Job`, `Daemon`, `User`, …),
+//!   job status, daemon liveness and matching, tags, names, filters, validations, each with a
+//!   typed error; no database, no HTTP.
 //! - [`entity`]: sea-orm entities, one per table.
 //! - [`entitlements`]: the licensed features this replica serves, kept fresh across replicas.
-//! - [`store`]: the only code that talks to the database.
+//! - [`store`]: the only code that talks to the database; it converts each row to its domain
+//!   type once and fails on a row that does not parse.
 //! - [`queue`]: wake-ups, dispatch of a new job to one waiting daemon, the daemon long-poll
 //!   and the reaper loop.
 //! - [`wire`]: the JSON of requests and answers as types, shared by the API and its clients.

@@ -12,9 +12,7 @@ use prometheus::{
 use uuid::Uuid;
 
 use crate::domain::daemon::{Daemon, DaemonStatus, Liveness};
-use crate::domain::job::Job;
-use crate::domain::job::{JobStatus, Provisioner};
-use crate::domain::tags::{Tags, map_from_json};
+use crate::domain::job::{Job, JobStatus};
 use crate::store::jobs::ReapedJob;
 use crate::store::{Store, StoreResult};
 
@@ -256,15 +254,10 @@ impl Metrics {
                 online.entry(d.organization_id).or_default().push(d);
             }
         }
-        for (org, key, provisioner, n) in store.pending_groups_everywhere().await? {
-            let job_tags = Tags::from_stored(map_from_json(
-                &serde_json::from_str(&key).unwrap_or_default(),
-            ));
-            let runnable = Provisioner::parse(&provisioner).is_ok_and(|p| {
-                online
-                    .get(&org)
-                    .is_some_and(|ds| ds.iter().any(|d| d.can_run(&job_tags, p)))
-            });
+        for (org, job_tags, provisioner, n) in store.pending_groups_everywhere().await? {
+            let runnable = online
+                .get(&org)
+                .is_some_and(|ds| ds.iter().any(|d| d.can_run(&job_tags, provisioner)));
             if !runnable {
                 self.pending_unmatched
                     .with_label_values(&[label(&org).as_str()])

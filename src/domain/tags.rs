@@ -67,6 +67,11 @@ impl Tags {
         serde_json::to_string(&self.0).expect("a string map serialises")
     }
 
+    /// Tags read back from their canonical text ([`Tags::key`]).
+    pub fn from_key(key: &str) -> Result<Self, TagsError> {
+        parse_string_map_text(key).map(Self)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("a string map serialises")
     }
