@@ -18,11 +18,11 @@ use crate::domain::license::LicenseKeys;
 use crate::entitlements::Entitlements;
 use crate::metrics::Metrics;
 use crate::net::{Connections, WatchedAcceptor};
-use crate::queue::Wakeups;
 use crate::queue::reaper::Reaper;
+use crate::queue::{Claims, JobEvents, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::slow_clients::Deadlines;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(7);
@@ -86,13 +86,17 @@ impl Application {
             Wakeups::local()
         };
         let entitlements = Entitlements::new(store.clone(), license_keys, settings.is_postgres());
+        let metrics = Arc::new(Metrics::new());
+        let events = JobEvents::new(metrics.clone(), wakeups.clone());
         let state = AppState {
+            claims: Claims::new(store.clone(), events.clone()),
             store,
             wakeups,
+            events,
             settings: Arc::new(settings),
             shutdown,
             connections,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             entitlements,
         };
         Ok(Self {
@@ -142,7 +146,13 @@ impl Application {
                 .keep_pending_counts_folded(internal.clone()),
         );
         if let Some(acceptor) = self.metrics_acceptor {
-            let app = crate::metrics::endpoint(self.state.clone());
+            let app = crate::metrics::endpoint(crate::metrics::Scrape {
+                metrics: self.state.metrics.clone(),
+                store: self.state.store.clone(),
+                stale_after: chrono::Duration::seconds(
+                    self.state.settings.provisioner.stale_after_secs as i64,
+                ),
+            });
             let stop = internal.clone();
             tokio::spawn(async move {
                 let served = Server::new_with_acceptor(acceptor)
@@ -202,6 +212,19 @@ impl Endpoint for RefuseWhileDraining {
             "This replica stopped taking new requests; another replica or its restart will.",
         );
         Ok(ApiError::ServiceUnavailable(Json(body), "1".into()).into_response())
+    }
+}
+
+/// The store's options from the configuration: the one place the store's settings are read.
+impl From<&Settings> for StoreOptions {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            database_url: settings.database_url.clone(),
+            max_connections: settings.database_max_connections,
+            acquire_timeout: Duration::from_secs(settings.database_acquire_timeout_secs),
+            daemon_stale_after: Duration::from_secs(settings.provisioner.stale_after_secs),
+            daemons_per_organization: settings.limits.daemons_per_organization,
+        }
     }
 }
 

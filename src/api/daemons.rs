@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -20,9 +21,7 @@ use crate::domain::names::Username;
 use crate::domain::tags::{Tags, map_from_json};
 use crate::store::daemons::{DaemonJob, provisioners_of};
 
-pub struct DaemonsApi {
-    pub state: AppState,
-}
+pub struct DaemonsApi;
 
 #[derive(Object)]
 pub struct DaemonJobView {
@@ -106,12 +105,13 @@ impl DaemonsApi {
     )]
     async fn list(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerDaemon>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let stale = Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
-        let views = self.state.store.list_daemons(org.id, stale).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+        let views = state.store.list_daemons(org.id, stale).await?;
         Ok(Json(
             views
                 .into_iter()
@@ -145,11 +145,12 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "post")]
     async fn create_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<CreateProvisionerKeyRequest>,
     ) -> Result<KeyCreated, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let mut v = Validations::new();
         let name = v.required("name", body.0.name, |n| {
             if RESERVED_KEY_NAMES.contains(&n.to_ascii_lowercase().as_str()) {
@@ -167,8 +168,7 @@ impl DaemonsApi {
         let (Some(name), Some(tags)) = (name, tags) else {
             unreachable!("validated above")
         };
-        let (key, secret) = self
-            .state
+        let (key, secret) = state
             .store
             .create_provisioner_key(org.id, &name, &tags)
             .await?;
@@ -182,11 +182,12 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "get")]
     async fn list_keys(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerKey>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let keys = self.state.store.list_provisioner_keys(org.id).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let keys = state.store.list_provisioner_keys(org.id).await?;
         Ok(Json(
             keys.into_iter()
                 .map(|k| ProvisionerKey {
@@ -207,15 +208,13 @@ impl DaemonsApi {
     )]
     async fn delete_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         name: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        self.state
-            .store
-            .delete_provisioner_key(org.id, &name.0)
-            .await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        state.store.delete_provisioner_key(org.id, &name.0).await?;
         tracing::info!(organization_id = %org.id, key = %name.0, by = %caller.user.username, "provisioner key deleted");
         Ok(Deleted::NoContent)
     }

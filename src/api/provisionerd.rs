@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -22,12 +23,10 @@ use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
+use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
 
-pub struct ProvisionerdApi {
-    pub state: AppState,
-}
+pub struct ProvisionerdApi;
 
 /// Longest long-poll a daemon may ask for.
 pub const MAX_WAIT_SECONDS: i64 = 30;
@@ -256,31 +255,17 @@ impl ProvisionerdApi {
     /// Records a claimed job with its side effects and turns it into the daemon's answer.
     fn hand_out(
         &self,
+        state: &AppState,
         daemon: &crate::entity::provisioner_daemon::Model,
         claim: Claim,
     ) -> AcquiredJob {
-        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
-        self.state.metrics.job_acquired(&claim.job);
-        self.state.wakeups.job_event(claim.job.id);
+        state.events.acquired(&claim.job, &daemon.name, daemon.id);
         acquired(claim.job, claim.lease_token)
-    }
-
-    /// The side effects of a finished job.
-    fn finished(&self, done: &provisioner_job::Model) {
-        self.state.metrics.job_finished(done);
-        self.state.wakeups.job_event(done.id);
-        match status_of(done) {
-            crate::domain::job::JobStatus::Failed => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
-            }
-            status => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %status, "job completed")
-            }
-        }
     }
 
     async fn resolve_daemon(
         &self,
+        state: &AppState,
         auth: &DaemonAuth,
         body: AcquireRequest,
     ) -> Result<(DaemonRegistration, Duration), ApiError> {
@@ -321,7 +306,7 @@ impl ProvisionerdApi {
                     );
                 }
                 if let Some(org) = &body.organization {
-                    let resolved = self.state.store.resolve_organization(org).await.ok();
+                    let resolved = state.store.resolve_organization(org).await.ok();
                     if resolved.map(|o| o.id) != Some(key.organization_id) {
                         v.push(
                             "organization",
@@ -336,7 +321,7 @@ impl ProvisionerdApi {
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
                 let org = match &body.organization {
-                    Some(ident) => match self.state.store.resolve_organization(ident).await {
+                    Some(ident) => match state.store.resolve_organization(ident).await {
                         Ok(o) => Some(o.id),
                         Err(crate::store::StoreError::NotFound) => {
                             v.push("organization", format!("no organization \"{ident}\""));
@@ -344,7 +329,7 @@ impl ProvisionerdApi {
                         }
                         Err(e) => return Err(e.into()),
                     },
-                    None => Some(self.state.store.default_organization_id().await?),
+                    None => Some(state.store.default_organization_id().await?),
                 };
                 let raw = super::jobs::parse_tags(
                     &mut v,
@@ -378,23 +363,23 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/acquire", method = "post")]
     async fn acquire(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireRequest>,
     ) -> Result<AcquireResult, ApiError> {
         let peer = request.remote_addr().as_socket_addr().copied();
-        let (registration, wait) = self.resolve_daemon(&auth, body.0).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, body.0).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
         let claim = acquire(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
+            &state.claims,
+            &state.shutdown,
             gone,
             daemon.id,
             &runnable,
@@ -404,7 +389,7 @@ impl ProvisionerdApi {
         let Some(claim) = claim else {
             return Ok(AcquireResult::NoJob);
         };
-        let job = self.hand_out(&daemon, claim);
+        let job = self.hand_out(state, &daemon, claim);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
             job,
@@ -415,13 +400,13 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/deregister", method = "post")]
     async fn deregister(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
-        let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
-        let stale =
-            chrono::Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
-        self.state
+        let (registration, _) = self.resolve_daemon(state, &auth, body.0).await?;
+        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+        state
             .store
             .mark_daemon_offline(&registration, stale)
             .await?;
@@ -437,6 +422,7 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
     async fn acquire_jobs(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireJobsRequest>,
@@ -475,36 +461,29 @@ impl ProvisionerdApi {
             }
         });
         v.finish()?;
-        let (registration, wait) = self.resolve_daemon(&auth, daemon).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, daemon).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
         let ask = Ask {
             daemon_id: daemon.id,
             runnable: &runnable,
             max_jobs: max_jobs as usize,
             wait,
         };
-        let (done, claimed) = acquire_many(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
-            gone,
-            &ask,
-            report,
-        )
-        .await?;
+        let (done, claimed) =
+            acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
         if let Some(done) = &done {
-            self.finished(done);
+            state.events.finished(done);
         }
         let jobs = claimed
             .claims
             .into_iter()
-            .map(|claim| self.hand_out(&daemon, claim))
+            .map(|claim| self.hand_out(state, &daemon, claim))
             .collect();
         Ok(Json(AcquireJobsResponse {
             daemon_id: daemon.id,
@@ -516,6 +495,7 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
     async fn update(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<UpdateJobRequest>,
@@ -525,15 +505,12 @@ impl ProvisionerdApi {
         let lease = required_lease(&mut v, body.lease_token);
         let logs = parse_logs(&mut v, body.logs);
         v.finish()?;
-        let had_logs = !logs.is_empty();
-        let beat = self
-            .state
+        let log_lines = logs.len();
+        let beat = state
             .store
             .heartbeat_job(job.0, auth.key_organization(), &lease, logs)
             .await?;
-        if had_logs {
-            self.state.wakeups.job_event(job.0);
-        }
+        state.events.updated(job.0, log_lines);
         Ok(Json(UpdateJobResponse {
             canceled: beat.canceled,
             logs_overflowed: beat.logs_overflowed,
@@ -544,6 +521,7 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/jobs/:job/complete", method = "post")]
     async fn complete(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<CompleteJobRequest>,
@@ -551,12 +529,11 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.0.lease_token);
         v.finish()?;
-        let done = self
-            .state
+        let done = state
             .store
             .finish_job(job.0, auth.key_organization(), &lease, None)
             .await?;
-        self.finished(&done);
+        state.events.finished(&done);
         Ok(Done::NoContent)
     }
 
@@ -564,6 +541,7 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/jobs/:job/fail", method = "post")]
     async fn fail(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<FailJobRequest>,
@@ -574,12 +552,11 @@ impl ProvisionerdApi {
         let failure = parse_failure(&mut v, "", body.error, body.error_code);
         v.finish()?;
         let failure = failure.expect("validated above");
-        let done = self
-            .state
+        let done = state
             .store
             .finish_job(job.0, auth.key_organization(), &lease, Some(failure))
             .await?;
-        self.finished(&done);
+        state.events.finished(&done);
         Ok(Done::NoContent)
     }
 }

@@ -71,15 +71,6 @@ impl Entitlements {
         }
     }
 
-    /// A handle without a database, for printing the OpenAPI document.
-    pub fn offline() -> Self {
-        Self::new(
-            Store::from_connection(Default::default()),
-            LicenseKeys::default(),
-            false,
-        )
-    }
-
     pub fn keys(&self) -> &LicenseKeys {
         &self.inner.keys
     }

@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::Wakeups;
+use super::claims::Claims;
 use super::dispatch::{Attempt, BACKUP_POLL, Waiter};
 use crate::shutdown::Shutdown;
+use crate::store::StoreResult;
 use crate::store::jobs::{Claim, Claimed, Report, Runnable};
-use crate::store::{Store, StoreResult};
 
 /// What a daemon asks for: up to `max_jobs` jobs, waiting up to `wait`.
 #[derive(Debug, Clone)]
@@ -27,8 +27,7 @@ pub struct Ask<'a> {
 /// the server is shutting down, or `gone` resolved (the daemon hung up: a job claimed now could
 /// never reach it).
 pub async fn acquire(
-    store: &Store,
-    wakeups: &Wakeups,
+    claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
     daemon_id: Uuid,
@@ -41,7 +40,7 @@ pub async fn acquire(
         max_jobs: 1,
         wait,
     };
-    Ok(acquire_many(store, wakeups, shutdown, gone, &ask, None)
+    Ok(acquire_many(claims, shutdown, gone, &ask, None)
         .await?
         .1
         .claims
@@ -52,8 +51,7 @@ pub async fn acquire(
 /// given (its job is returned). Waits as [`acquire`] does when nothing is claimable; the report
 /// is committed before any wait.
 pub async fn acquire_many(
-    store: &Store,
-    wakeups: &Wakeups,
+    claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
     ask: &Ask<'_>,
@@ -61,7 +59,11 @@ pub async fn acquire_many(
 ) -> StoreResult<(Option<crate::entity::provisioner_job::Model>, Claimed)> {
     tokio::pin!(gone);
     let deadline = Instant::now() + ask.wait;
-    let waiter = wakeups.dispatcher().register(ask.runnable);
+    let waiter = claims
+        .events()
+        .wakeups()
+        .dispatcher()
+        .register(ask.runnable);
     let mut finished = None;
     let mut report = report;
     loop {
@@ -71,14 +73,15 @@ pub async fn acquire_many(
         let claimed = if let Some(report) = report.take() {
             // A report always runs, and its claim with it: one statement either way.
             attempt.claim = true;
-            let (done, claimed) = store
+            let (done, claimed) = claims
+                .store()
                 .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
                 .await?;
             finished = Some(done);
             Some(claimed)
         } else if attempt.claim {
             Some(
-                store
+                claims
                     .claim_jobs(ask.daemon_id, ask.runnable, ask.max_jobs)
                     .await?,
             )

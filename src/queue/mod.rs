@@ -2,8 +2,12 @@
 //! long-poll itself, and the reaper. Each loop has the shape `run(shutdown)` + `run_once()`.
 
 pub mod acquire;
+pub mod claims;
 pub mod dispatch;
+pub mod events;
 pub mod reaper;
 pub mod wakeups;
 
+pub use claims::Claims;
+pub use events::JobEvents;
 pub use wakeups::Wakeups;

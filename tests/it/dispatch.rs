@@ -221,6 +221,48 @@ backend_tests! {
         assert!(waited < Duration::from_secs(4), "woken by the backup poll, not the wake-up: {waited:?}");
     }
 
+    async fn a_claim_put_back_wakes_a_waiting_daemon_at_once(backend: Backend) {
+        use provq::domain::job::Provisioner;
+        use provq::domain::tags::Tags;
+        use provq::store::daemons::DaemonRegistration;
+        use provq::store::jobs::Runnable;
+
+        let (app, owner) = spawn_queue(backend).await;
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        // A daemon that never receives its claim (it went away while the batch ran) holds the
+        // only job, so a daemon that asks now finds nothing and goes to sleep.
+        let store = app.state.store.clone();
+        let organization_id = store.default_organization_id().await.unwrap();
+        let vanished = store
+            .register_daemon(DaemonRegistration {
+                organization_id,
+                name: "vanished".into(),
+                key_id: None,
+                tags: Tags::untagged(),
+                provisioners: vec![Provisioner::Terraform],
+                version: String::new(),
+            })
+            .await
+            .unwrap();
+        let runnable = Runnable { organization_id, provisioners: vec![Provisioner::Terraform], tags: Tags::untagged() };
+        let claim = app.state.claims.claim_job(vanished.id, &runnable).await.unwrap().expect("the job");
+        let app = Arc::new(app);
+        let waiter = {
+            let app = app.clone();
+            tokio::spawn(async move { app.acquire("sleeper", json!({}), 20).await })
+        };
+        eventually(Duration::from_secs(10), "the sleeper to wait", || async {
+            app.state.wakeups.dispatcher().idle_waiters() == 1
+        })
+        .await;
+        let put_back = Instant::now();
+        app.state.claims.put_back(&claim).await;
+        let got = waiter.await.unwrap();
+        let waited = put_back.elapsed();
+        assert_eq!(got.unwrap().0, job["id"].as_str().unwrap());
+        assert!(waited < Duration::from_secs(2), "woken by the backup poll, not the put-back: {waited:?}");
+    }
+
     async fn a_daemon_that_hangs_up_mid_long_poll_is_not_handed_a_job(backend: Backend) {
         // One long-poll per credential: a second acquire is refused while the ghost's is held.
         let (app, owner) = spawn_queue_with(backend, |s| s.limits.long_polls_per_credential = 1).await;
@@ -481,8 +523,8 @@ async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
     };
     let mut delivered = HashSet::new();
     for i in 0..120u64 {
-        let (store, runnable) = (store.clone(), runnable.clone());
-        let claim = tokio::spawn(async move { store.claim_job(daemon.id, &runnable).await });
+        let (claims, runnable) = (app.state.claims.clone(), runnable.clone());
+        let claim = tokio::spawn(async move { claims.claim_job(daemon.id, &runnable).await });
         // Give up after 0–1.5 ms: before, during or after the batch's statement.
         tokio::time::sleep(Duration::from_micros((i % 4) * 500)).await;
         claim.abort();
@@ -492,7 +534,13 @@ async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
     }
     // A claim that is waited for runs after every batch before it: from then on no abandoned
     // claim can start a job, and releases (right after their batch) only take jobs back.
-    if let Some(c) = store.claim_job(daemon.id, &runnable).await.unwrap() {
+    if let Some(c) = app
+        .state
+        .claims
+        .claim_job(daemon.id, &runnable)
+        .await
+        .unwrap()
+    {
         delivered.insert(c.job.id.to_string());
     }
     let running = || async {
