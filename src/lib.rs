@@ -13,6 +13,7 @@
 //! - [`store`]: the only code that talks to the database.
 //! - [`queue`]: wake-ups, dispatch of a new job to one waiting daemon, the daemon long-poll
 //!   and the reaper loop.
+//! - [`wire`]: the JSON of requests and answers as types, shared by the API and its clients.
 //! - [`api`]: the HTTP API; thin handlers that parse, call the store and map errors.
 //! - [`console`]: the operator console, HTML pages at `/` on the API listener.
 //! - [`cli`]: the `provq` command tree and its HTTP client.
@@ -33,3 +34,4 @@ pub mod slow_clients;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wire;

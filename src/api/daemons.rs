@@ -14,20 +14,14 @@ use super::access::org_for_owner;
 use super::auth::Caller;
 use super::daemon_auth::builtin_key_name;
 use super::error::ApiError;
-use super::job_views::ProvisionerJobStatus;
 use super::state::AppState;
 use crate::domain::Validations;
 use crate::domain::names::Username;
 use crate::domain::tags::{Tags, map_from_json};
 use crate::store::daemons::{DaemonJob, provisioners_of};
+use crate::wire::daemons::{DaemonJobView, ProvisionerDaemon};
 
 pub struct DaemonsApi;
-
-#[derive(Object)]
-pub struct DaemonJobView {
-    id: Uuid,
-    status: ProvisionerJobStatus,
-}
 
 impl From<DaemonJob> for DaemonJobView {
     fn from(j: DaemonJob) -> Self {
@@ -36,27 +30,6 @@ impl From<DaemonJob> for DaemonJobView {
             status: j.status.into(),
         }
     }
-}
-
-#[derive(Object)]
-pub struct ProvisionerDaemon {
-    id: Uuid,
-    organization_id: Uuid,
-    key_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    #[oai(skip_serializing_if_is_none)]
-    last_seen_at: Option<DateTime<Utc>>,
-    name: String,
-    version: String,
-    provisioners: Vec<String>,
-    tags: BTreeMap<String, String>,
-    key_name: String,
-    /// `idle`, `busy` or `offline`.
-    status: String,
-    #[oai(skip_serializing_if_is_none)]
-    current_job: Option<DaemonJobView>,
-    #[oai(skip_serializing_if_is_none)]
-    previous_job: Option<DaemonJobView>,
 }
 
 #[derive(Object)]

@@ -241,6 +241,7 @@ impl From<StoreError> for ApiError {
                 Some(why) => Self::database_unavailable(why, &db),
                 None => Self::internal(&db),
             },
+            bad @ StoreError::BadRow { .. } => Self::internal(&bad),
         }
     }
 }

@@ -19,13 +19,12 @@ use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetada
 use super::state::AppState;
 use super::users::Message;
 use crate::domain::Validations;
-use crate::domain::job::{JobStatus, JobType, Provisioner};
+use crate::domain::job::{JobLog, JobStatus, JobType, Provisioner};
 use crate::domain::job_query::parse_list_query;
 use crate::domain::limits::{
     MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
 };
 use crate::domain::tags::{Tags, check_tags};
-use crate::entity::provisioner_job_log;
 use crate::store::jobs::{JobFilter, NewJob};
 
 pub struct JobsApi;
@@ -78,13 +77,13 @@ pub struct ProvisionerJobLog {
     output: String,
 }
 
-impl From<provisioner_job_log::Model> for ProvisionerJobLog {
-    fn from(l: provisioner_job_log::Model) -> Self {
+impl From<JobLog> for ProvisionerJobLog {
+    fn from(l: JobLog) -> Self {
         Self {
             id: l.id,
             created_at: l.created_at,
-            log_source: l.source,
-            log_level: l.level,
+            log_source: l.source.as_str().to_string(),
+            log_level: l.level.as_str().to_string(),
             stage: l.stage,
             output: l.output,
         }

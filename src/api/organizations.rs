@@ -1,12 +1,10 @@
 //! `/organizations`: list and read (members see theirs), create, update and delete (owners,
 //! and only with the `multiple_organizations` entitlement).
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use uuid::Uuid;
 
 use super::ApiTags;
 use super::access::org_for_member;
@@ -19,21 +17,9 @@ use crate::domain::license::entitlements::MULTIPLE_ORGANIZATIONS;
 use crate::domain::organization::{DEFAULT_KEYWORD, OrganizationFields, OrganizationInputError};
 use crate::entity::organization;
 use crate::store::organizations::{DeleteBlockers, OrganizationDeletion};
+pub use crate::wire::organizations::Organization;
 
 pub struct OrganizationsApi;
-
-/// An organization as Coder shows it.
-#[derive(Object)]
-pub struct Organization {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    description: String,
-    icon: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    is_default: bool,
-}
 
 impl From<organization::Model> for Organization {
     fn from(o: organization::Model) -> Self {

@@ -1,20 +1,17 @@
 //! The worker API daemons long-poll: acquire a job, report progress with logs, complete or
 //! fail it. Every call after acquire proves itself with the job's lease token.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
 use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
-use super::job_views::{ProvisionerJobInput, ProvisionerJobMetadata};
 use super::state::AppState;
 use crate::domain::Validations;
 use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
@@ -25,6 +22,10 @@ use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
 use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
+use crate::wire::provisionerd::{
+    AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
+    CompleteJobRequest, FailJobRequest, LogLine, UpdateJobRequest, UpdateJobResponse,
+};
 
 pub struct ProvisionerdApi;
 
@@ -32,77 +33,6 @@ pub struct ProvisionerdApi;
 pub const MAX_WAIT_SECONDS: i64 = 30;
 /// Most log lines one update may carry.
 pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireRequest {
-    /// The daemon's name (1–64 characters), unique per organization and owner.
-    pub name: Option<String>,
-    /// Provisioners it runs (default `["terraform"]`).
-    pub provisioners: Option<Vec<String>>,
-    /// Its tags (not with a provisioner key, whose tags are fixed).
-    /// A JSON object of string values.
-    pub tags: Option<serde_json::Value>,
-    /// Organization id or name (PSK and session auth; default: the default organization).
-    pub organization: Option<String>,
-    pub version: Option<String>,
-    /// How long to wait for a job (0–30 s, default 10).
-    pub wait_seconds: Option<i64>,
-}
-
-/// A job handed to a daemon.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquiredJob {
-    pub job_id: Uuid,
-    /// Present with every later call about this job.
-    pub lease_token: String,
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub provisioner: String,
-    pub organization_id: Uuid,
-    pub initiator_id: Uuid,
-    pub input: ProvisionerJobInput,
-    pub tags: BTreeMap<String, String>,
-    pub file_id: Uuid,
-    pub metadata: ProvisionerJobMetadata,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireResponse {
-    pub daemon_id: Uuid,
-    pub job: AcquiredJob,
-}
-
-/// Acquire up to `max_jobs` jobs, optionally reporting the daemon's finished job first.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireJobsRequest {
-    /// Who the daemon is and how long it waits: the fields of `/provisionerd/acquire`.
-    #[oai(flatten)]
-    #[serde(flatten)]
-    pub daemon: AcquireRequest,
-    /// Most jobs to hand out in this call (1–32, default 1): a daemon's free job slots.
-    pub max_jobs: Option<i64>,
-    /// A job this daemon finished, reported in the same transaction as the acquire.
-    pub report: Option<JobReport>,
-}
-
-/// The outcome of a job, as `/complete` (no `error`) or `/fail` (with `error`) would report it.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct JobReport {
-    pub job_id: Uuid,
-    pub lease_token: Option<String>,
-    /// Present and non-empty: the job failed with this message.
-    pub error: Option<String>,
-    pub error_code: Option<String>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireJobsResponse {
-    pub daemon_id: Uuid,
-    /// The jobs handed out, oldest first; empty when none came within `wait_seconds`.
-    pub jobs: Vec<AcquiredJob>,
-}
 
 #[derive(ApiResponse)]
 pub enum AcquireResult {
@@ -112,40 +42,6 @@ pub enum AcquireResult {
     /// No runnable job appeared within `wait_seconds`.
     #[oai(status = 204)]
     NoJob,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    pub level: Option<String>,
-    pub stage: Option<String>,
-    pub output: Option<String>,
-    pub source: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct UpdateJobRequest {
-    pub lease_token: Option<String>,
-    pub logs: Option<Vec<LogLine>>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct UpdateJobResponse {
-    /// The job was canceled: stop it and complete (or fail) it.
-    pub canceled: bool,
-    pub logs_overflowed: bool,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct CompleteJobRequest {
-    pub lease_token: Option<String>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct FailJobRequest {
-    pub lease_token: Option<String>,
-    pub error: Option<String>,
-    pub error_code: Option<String>,
 }
 
 #[derive(ApiResponse)]

@@ -1,6 +1,9 @@
 //! What an organization may be called and described as. Requests become [`NewOrganization`] or
 //! [`OrganizationPatch`] at the edge, so the store only ever sees checked values.
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use super::Validations;
 use super::limits::{MAX_DESCRIPTION_CHARS, MAX_DISPLAY_NAME_BYTES, MAX_ICON_CHARS};
 use super::names::check_name;
@@ -167,6 +170,19 @@ impl OrganizationFields {
         v.finish().map_err(OrganizationInputError::Invalid)?;
         Ok(patch)
     }
+}
+
+/// An organization, as read from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub icon: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

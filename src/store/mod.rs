@@ -10,6 +10,7 @@ pub mod organizations;
 pub mod overview;
 pub mod provisioner_keys;
 pub mod replicas;
+mod rows;
 pub mod sessions;
 pub mod site;
 pub mod users;
@@ -42,6 +43,13 @@ pub enum StoreError {
     PreconditionFailed(String),
     #[error("database error: {0}")]
     Database(#[from] DbErr),
+    /// A row that does not parse into its domain type (see `rows`): a bug or a hand edit.
+    #[error("bad row in {table} ({id}): {reason}")]
+    BadRow {
+        table: &'static str,
+        id: String,
+        reason: String,
+    },
 }
 
 impl StoreError {
