@@ -18,6 +18,7 @@ use crate::domain::license::LicenseKeys;
 use crate::entitlements::Entitlements;
 use crate::metrics::Metrics;
 use crate::net::{Connections, WatchedAcceptor};
+use crate::queue::notifier::Notifier;
 use crate::queue::reaper::Reaper;
 use crate::queue::{Claims, JobEvents, Wakeups};
 use crate::shutdown::Shutdown;
@@ -39,6 +40,8 @@ pub struct Application {
     local_addr: SocketAddr,
     metrics_acceptor: Option<TcpAcceptor>,
     metrics_addr: Option<SocketAddr>,
+    /// The replica's LISTEN connection (PostgreSQL), started by `run`.
+    notifier: Option<Notifier>,
 }
 
 impl Application {
@@ -80,12 +83,13 @@ impl Application {
             (Some(acceptor), addr)
         };
         let shutdown = Shutdown::new();
-        let wakeups = if settings.is_postgres() {
-            Wakeups::postgres(store.connection().clone(), shutdown.clone())
-        } else {
-            Wakeups::local()
+        // One LISTEN connection per replica (PostgreSQL) carries every topic.
+        let mut notifier = settings.is_postgres().then(|| Notifier::new(store.clone()));
+        let wakeups = match notifier.as_mut() {
+            Some(notifier) => Wakeups::postgres(store.clone(), notifier, shutdown.clone()),
+            None => Wakeups::local(),
         };
-        let entitlements = Entitlements::new(store.clone(), license_keys, settings.is_postgres());
+        let entitlements = Entitlements::new(store.clone(), license_keys, notifier.as_mut());
         let metrics = Arc::new(Metrics::new());
         let events = JobEvents::new(metrics.clone(), wakeups.clone());
         let state = AppState {
@@ -105,6 +109,7 @@ impl Application {
             local_addr,
             metrics_acceptor,
             metrics_addr,
+            notifier,
         })
     }
 
@@ -127,6 +132,9 @@ impl Application {
         let internal = self.state.shutdown.clone();
         // First, so a failure leaves nothing running; it registers this replica and computes the
         // entitlements before the first request is served.
+        if let Some(notifier) = self.notifier {
+            tokio::spawn(notifier.run(internal.clone()));
+        }
         let entitlements = self.state.entitlements.clone();
         entitlements
             .start(internal.clone())

@@ -5,6 +5,7 @@ pub mod acquire;
 pub mod claims;
 pub mod dispatch;
 pub mod events;
+pub mod notifier;
 pub mod reaper;
 pub mod wakeups;
 

@@ -6,6 +6,7 @@ pub mod daemons;
 pub mod jobs;
 pub mod licenses;
 pub mod logs;
+pub mod notify;
 pub mod organizations;
 pub mod overview;
 pub mod provisioner_keys;
