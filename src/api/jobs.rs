@@ -192,6 +192,7 @@ impl JobsApi {
 impl JobsApi {
     /// Enqueues a job (owners, or members of the organization).
     #[oai(path = "/organizations/:organization/provisionerjobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn enqueue(
         &self,
         Data(state): Data<&AppState>,
@@ -295,6 +296,7 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn get(
         &self,
         Data(state): Data<&AppState>,
@@ -312,6 +314,7 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/cancel",
         method = "post"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn cancel(
         &self,
         Data(state): Data<&AppState>,
@@ -414,6 +417,7 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/logs",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn logs(
         &self,
         Data(state): Data<&AppState>,

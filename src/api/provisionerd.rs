@@ -257,6 +257,7 @@ impl ProvisionerdApi {
     /// Registers (or refreshes) the daemon and hands it the next job it may run, waiting up to
     /// `wait_seconds` for one. 204 when none came.
     #[oai(path = "/provisionerd/acquire", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire(
         &self,
         Data(state): Data<&AppState>,
@@ -316,6 +317,7 @@ impl ProvisionerdApi {
     /// Always 200; `jobs` is empty when none came. A report whose lease is not the job's
     /// current one is a 409 (404 for another organization's job) and changes nothing.
     #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire_jobs(
         &self,
         Data(state): Data<&AppState>,
@@ -389,6 +391,7 @@ impl ProvisionerdApi {
 
     /// Heartbeat with optional logs; answers whether the job was canceled.
     #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn update(
         &self,
         Data(state): Data<&AppState>,
@@ -415,6 +418,7 @@ impl ProvisionerdApi {
 
     /// Finishes the job successfully (or as canceled, if it was being canceled).
     #[oai(path = "/provisionerd/jobs/:job/complete", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn complete(
         &self,
         Data(state): Data<&AppState>,
@@ -435,6 +439,7 @@ impl ProvisionerdApi {
 
     /// Fails the job with an error message (and an optional error code).
     #[oai(path = "/provisionerd/jobs/:job/fail", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn fail(
         &self,
         Data(state): Data<&AppState>,

@@ -50,6 +50,7 @@ pub async fn acquire(
 /// Claims up to `ask.max_jobs` jobs, first finishing `report` in the same transaction if
 /// given (its job is returned). Waits as [`acquire`] does when nothing is claimable; the report
 /// is committed before any wait.
+#[tracing::instrument(skip_all, fields(daemon_id = %ask.daemon_id))]
 pub async fn acquire_many(
     claims: &Claims,
     shutdown: &Shutdown,

@@ -137,6 +137,7 @@ impl Claims {
 
     /// Puts a claimed job nobody received back in the queue, and wakes the daemons that could
     /// run it.
+    #[tracing::instrument(skip_all, fields(job_id = %claim.job.id))]
     pub async fn put_back(&self, claim: &Claim) {
         match self.inner.store.release_claim(claim).await {
             Ok(true) => self.inner.events.put_back(claim.job.id),

@@ -1,7 +1,9 @@
 //! The side effects of every job state change, in one place (River's completer owns finishing a
 //! job the same way): each event records its metrics, wakes whoever waits on the job (a daemon
 //! that could run it, a log follower) and logs one line. Handlers, the reaper and the claim
-//! batcher call one method per state change, so none of them can forget a part.
+//! batcher call one method per state change, so none of them can forget a part. Each event also
+//! records its job's id on the current span (a handler's `job_id` field), so the lines the rest
+//! of the request causes carry it.
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ impl JobEvents {
 
     /// A job was enqueued: offered to one waiting daemon (here and on every replica).
     pub fn enqueued(&self, job: &provisioner_job::Model) {
+        record_job(job.id);
         self.metrics.jobs_enqueued.inc();
         self.wakeups.job_enqueued(job);
         tracing::info!(job_id = %job.id, organization_id = %job.organization_id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
@@ -38,6 +41,7 @@ impl JobEvents {
 
     /// A daemon acquired a job.
     pub fn acquired(&self, job: &provisioner_job::Model, daemon_name: &str, daemon_id: Uuid) {
+        record_job(job.id);
         self.metrics.job_acquired(job);
         self.wakeups.job_event(job.id);
         tracing::info!(job_id = %job.id, organization_id = %job.organization_id, daemon = %daemon_name, daemon_id = %daemon_id, "job acquired");
@@ -54,6 +58,7 @@ impl JobEvents {
 
     /// A daemon completed or failed a job (a job being canceled completes as canceled).
     pub fn finished(&self, job: &provisioner_job::Model) {
+        record_job(job.id);
         self.metrics.job_finished(job);
         self.wakeups.job_event(job.id);
         match status_of(job) {
@@ -68,6 +73,7 @@ impl JobEvents {
 
     /// A user canceled a job (pending → canceled, running → canceling).
     pub fn canceled(&self, job: &provisioner_job::Model, by: &str) {
+        record_job(job.id);
         self.canceled_quietly(job);
         tracing::info!(job_id = %job.id, organization_id = %job.organization_id, by = %by, "job canceled");
     }
@@ -104,4 +110,9 @@ impl JobEvents {
         self.wakeups.job_event(job_id);
         tracing::info!(job_id = %job_id, "undelivered claim put back in the queue");
     }
+}
+
+/// Puts `job_id` on the current span, if it has that field (handlers about a job declare it).
+fn record_job(job_id: Uuid) {
+    tracing::Span::current().record("job_id", tracing::field::display(job_id));
 }
