@@ -91,7 +91,7 @@ impl Application {
         };
         let entitlements = Entitlements::new(store.clone(), license_keys, notifier.as_mut());
         let metrics = Arc::new(Metrics::new());
-        let events = JobEvents::new(metrics.clone(), wakeups.clone());
+        let events = JobEvents::new(store.clone(), metrics.clone(), wakeups.clone());
         let state = AppState {
             claims: Claims::new(store.clone(), events.clone()),
             store,

@@ -238,8 +238,7 @@ impl JobsApi {
             file_id: body.file_id.unwrap_or_else(Uuid::nil),
             metadata: serde_json::to_value(metadata).expect("serialisable"),
         };
-        let job = state.store.enqueue_job(new).await?;
-        state.events.enqueued(&job);
+        let job = state.events.enqueue(new).await?;
         Ok(JobCreated::Created(Json(
             self.one(state, org.id, job).await?,
         )))
@@ -338,8 +337,10 @@ impl JobsApi {
                 return Err(v.into());
             }
         };
-        let job = state.store.cancel_job(org.id, job.0, expect).await?;
-        state.events.canceled(&job, &caller.user.username);
+        state
+            .events
+            .cancel(org.id, job.0, expect, &caller.user.username)
+            .await?;
         Ok(Json(Message {
             message: "Job has been marked as canceled...".into(),
         }))
@@ -395,16 +396,9 @@ impl JobsApi {
             initiator,
         };
         let canceled = state
-            .store
-            .cancel_jobs(org.id, &filter, |chunk| {
-                for job in chunk {
-                    state.events.canceled_quietly(job);
-                }
-            })
-            .await?;
-        state
             .events
-            .canceled_in_bulk(org.id, canceled.len(), &caller.user.username);
+            .cancel_many(org.id, &filter, &caller.user.username)
+            .await?;
         Ok(Json(CancelJobsResponse {
             count: canceled.len() as u64,
             canceled,

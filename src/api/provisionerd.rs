@@ -20,7 +20,7 @@ use crate::domain::tags::{Tags, map_from_json};
 use crate::entity::provisioner_job;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
+use crate::store::jobs::{MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
 use crate::wire::provisionerd::{
     AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
@@ -148,17 +148,6 @@ fn parse_failure(
 }
 
 impl ProvisionerdApi {
-    /// Records a claimed job with its side effects and turns it into the daemon's answer.
-    fn hand_out(
-        &self,
-        state: &AppState,
-        daemon: &crate::entity::provisioner_daemon::Model,
-        claim: Claim,
-    ) -> AcquiredJob {
-        state.events.acquired(&claim.job, &daemon.name, daemon.id);
-        acquired(claim.job, claim.lease_token)
-    }
-
     async fn resolve_daemon(
         &self,
         state: &AppState,
@@ -274,19 +263,18 @@ impl ProvisionerdApi {
         };
         let daemon = state.store.register_daemon(registration).await?;
         let gone = state.connections.peer_closed(peer);
-        let claim = acquire(
-            &state.claims,
-            &state.shutdown,
-            gone,
-            daemon.id,
-            &runnable,
+        let ask = Ask {
+            daemon_id: daemon.id,
+            daemon_name: &daemon.name,
+            runnable: &runnable,
+            max_jobs: 1,
             wait,
-        )
-        .await?;
+        };
+        let claim = acquire(&state.claims, &state.shutdown, gone, &ask).await?;
         let Some(claim) = claim else {
             return Ok(AcquireResult::NoJob);
         };
-        let job = self.hand_out(state, &daemon, claim);
+        let job = acquired(claim.job, claim.lease_token);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
             job,
@@ -369,19 +357,16 @@ impl ProvisionerdApi {
         let gone = state.connections.peer_closed(peer);
         let ask = Ask {
             daemon_id: daemon.id,
+            daemon_name: &daemon.name,
             runnable: &runnable,
             max_jobs: max_jobs as usize,
             wait,
         };
-        let (done, claimed) =
-            acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
-        if let Some(done) = &done {
-            state.events.finished(done);
-        }
+        let (_, claimed) = acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
         let jobs = claimed
             .claims
             .into_iter()
-            .map(|claim| self.hand_out(state, &daemon, claim))
+            .map(|claim| acquired(claim.job, claim.lease_token))
             .collect();
         Ok(Json(AcquireJobsResponse {
             daemon_id: daemon.id,
@@ -404,12 +389,10 @@ impl ProvisionerdApi {
         let lease = required_lease(&mut v, body.lease_token);
         let logs = parse_logs(&mut v, body.logs);
         v.finish()?;
-        let log_lines = logs.len();
         let beat = state
-            .store
-            .heartbeat_job(job.0, auth.key_organization(), &lease, logs)
+            .events
+            .update(job.0, auth.key_organization(), &lease, logs)
             .await?;
-        state.events.updated(job.0, log_lines);
         Ok(Json(UpdateJobResponse {
             canceled: beat.canceled,
             logs_overflowed: beat.logs_overflowed,
@@ -429,11 +412,10 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.0.lease_token);
         v.finish()?;
-        let done = state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, None)
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, None)
             .await?;
-        state.events.finished(&done);
         Ok(Done::NoContent)
     }
 
@@ -453,11 +435,10 @@ impl ProvisionerdApi {
         let failure = parse_failure(&mut v, "", body.error, body.error_code);
         v.finish()?;
         let failure = failure.expect("validated above");
-        let done = state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, Some(failure))
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, Some(failure))
             .await?;
-        state.events.finished(&done);
         Ok(Done::NoContent)
     }
 }

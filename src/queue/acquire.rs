@@ -18,29 +18,28 @@ use crate::store::jobs::{Claim, Claimed, Report, Runnable};
 #[derive(Debug, Clone)]
 pub struct Ask<'a> {
     pub daemon_id: Uuid,
+    /// The daemon's name, for the log line of each job it acquires.
+    pub daemon_name: &'a str,
     pub runnable: &'a Runnable,
     pub max_jobs: usize,
     pub wait: Duration,
 }
 
-/// Claims a job for `daemon_id`, waiting up to `wait` for one to appear. `None`: nothing came,
+/// Claims one job for the asking daemon, waiting up to `ask.wait` for one to appear (each job
+/// handed out is a [`super::JobEvents`] acquire). `None`: nothing came,
 /// the server is shutting down, or `gone` resolved (the daemon hung up: a job claimed now could
 /// never reach it).
 pub async fn acquire(
     claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
-    daemon_id: Uuid,
-    runnable: &Runnable,
-    wait: Duration,
+    ask: &Ask<'_>,
 ) -> StoreResult<Option<Claim>> {
-    let ask = Ask {
-        daemon_id,
-        runnable,
+    let one = Ask {
         max_jobs: 1,
-        wait,
+        ..ask.clone()
     };
-    Ok(acquire_many(claims, shutdown, gone, &ask, None)
+    Ok(acquire_many(claims, shutdown, gone, &one, None)
         .await?
         .1
         .claims
@@ -78,6 +77,7 @@ pub async fn acquire_many(
                 .store()
                 .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
                 .await?;
+            claims.events().finished(&done);
             finished = Some(done);
             Some(claimed)
         } else if attempt.claim {
@@ -93,6 +93,11 @@ pub async fn acquire_many(
             let ids: Vec<Uuid> = claimed.claims.iter().map(|c| c.job.id).collect();
             waiter.end(&mut attempt, &ids, claimed.more);
             if !ids.is_empty() {
+                for claim in &claimed.claims {
+                    claims
+                        .events()
+                        .acquired(&claim.job, ask.daemon_name, ask.daemon_id);
+                }
                 return Ok((finished, claimed));
             }
         }

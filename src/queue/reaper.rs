@@ -33,8 +33,8 @@ impl Reaper {
         // At most a century, so `at - after` can never overflow.
         let secs = |s: u64| chrono::Duration::seconds(s.min(100 * 365 * 24 * 3600) as i64);
         Self {
+            events: JobEvents::new(store.clone(), metrics, wakeups),
             store,
-            events: JobEvents::new(metrics, wakeups),
             policy: ReapPolicy {
                 hung_after: secs(settings.hung_after_secs),
                 pending_after: secs(settings.pending_after_secs),
@@ -47,11 +47,7 @@ impl Reaper {
 
     /// One pass as if the time were `at` (tests inject a clock this way).
     pub async fn run_once(&self, at: DateTime<Utc>) -> StoreResult<Vec<ReapedJob>> {
-        let reaped = self.store.reap_jobs(at, self.policy).await?;
-        for job in &reaped {
-            self.events.reaped(job);
-        }
-        Ok(reaped)
+        self.events.reap(at, self.policy).await
     }
 
     /// Deletes the daemons not seen for `daemon_purge_after_secs` as if the time were `at`.

@@ -626,7 +626,11 @@ async fn store_cycle(
     let started = Instant::now();
     let mut tasks = Vec::new();
     // Claims as the server makes them (batched on SQLite).
-    let events = provq::queue::JobEvents::new(Default::default(), provq::queue::Wakeups::local());
+    let events = provq::queue::JobEvents::new(
+        store.clone(),
+        Default::default(),
+        provq::queue::Wakeups::local(),
+    );
     let claims = provq::queue::Claims::new(store.clone(), events);
     for d in 0..workers {
         let (store, claims, done, b) = (store.clone(), claims.clone(), done.clone(), b.clone());
