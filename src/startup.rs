@@ -126,18 +126,23 @@ impl Application {
         &self.state
     }
 
-    /// Starts the background loops and serves until `shutdown` is cancelled; then long-polls
-    /// and log follows end at once and other in-flight requests get time to finish.
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let internal = self.state.shutdown.clone();
+    /// Starts the background loops and serves until `signal` resolves (the caller's SIGTERM,
+    /// a test's stop); then the one shutdown token every task holds (`AppState::shutdown`) is
+    /// cancelled: long-polls and log follows end at once and other in-flight requests get time
+    /// to finish.
+    pub async fn run(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.state.shutdown.clone();
         // First, so a failure leaves nothing running; it registers this replica and computes the
         // entitlements before the first request is served.
         if let Some(notifier) = self.notifier {
-            tokio::spawn(notifier.run(internal.clone()));
+            tokio::spawn(notifier.run(shutdown.clone()));
         }
         let entitlements = self.state.entitlements.clone();
         entitlements
-            .start(internal.clone())
+            .start(shutdown.clone())
             .await
             .context("cannot compute the entitlements")?;
         let reaper = Reaper::new(
@@ -146,12 +151,12 @@ impl Application {
             self.state.metrics.clone(),
             &self.state.settings.reaper,
         );
-        tokio::spawn(reaper.run(internal.clone()));
+        tokio::spawn(reaper.run(shutdown.clone()));
         tokio::spawn(
             self.state
                 .store
                 .clone()
-                .keep_pending_counts_folded(internal.clone()),
+                .keep_pending_counts_folded(shutdown.clone()),
         );
         if let Some(acceptor) = self.metrics_acceptor {
             let app = crate::metrics::endpoint(crate::metrics::Scrape {
@@ -161,7 +166,7 @@ impl Application {
                     self.state.settings.provisioner.stale_after_secs as i64,
                 ),
             });
-            let stop = internal.clone();
+            let stop = shutdown.clone();
             tokio::spawn(async move {
                 let served = Server::new_with_acceptor(acceptor)
                     .run_with_graceful_shutdown(
@@ -177,21 +182,19 @@ impl Application {
         }
         let app = RefuseWhileDraining {
             inner: api::app(self.state.clone()),
-            shutdown: internal.clone(),
+            shutdown: shutdown.clone(),
         };
-        let signal = shutdown.clone();
-        let on_signal = internal.clone();
+        let on_signal = shutdown.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app,
                 async move {
-                    signal.cancelled().await;
+                    signal.await;
                     on_signal.cancel();
                 },
                 Some(GRACEFUL_SHUTDOWN),
             )
             .await;
-        internal.cancel();
         shutdown.cancel();
         entitlements.stop().await;
         Ok(result?)

@@ -423,7 +423,7 @@ async fn replicas_share_one_queue_and_wake_each_other() {
     let b = provq::startup::Application::build(settings).await.unwrap();
     let b_url = format!("http://{}", b.local_addr());
     let b_shutdown = provq::shutdown::Shutdown::new();
-    tokio::spawn(b.run(b_shutdown.clone()));
+    tokio::spawn(b.run(b_shutdown.clone().cancelled_owned()));
     let a = Arc::new(a);
     let total = 40;
     let seen = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
