@@ -413,6 +413,53 @@ backend_tests! {
     }
 }
 
+/// A replica holds one LISTEN connection for every topic (wake-ups and entitlements alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_listens_on_one_connection() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let (app, _owner) = spawn_queue(Backend::Postgres).await;
+    let listeners = || async {
+        let row = app
+            .state
+            .store
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    eventually(Duration::from_secs(10), "the replica to listen", || async {
+        listeners().await > 0
+    })
+    .await;
+    let query: String = app
+        .state
+        .store
+        .connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "query")
+        .unwrap();
+    assert_eq!(listeners().await, 1, "one LISTEN connection: {query}");
+    for channel in ["provq_jobs", "provq_job_events", "provq_entitlements"] {
+        assert!(
+            query.contains(channel),
+            "{channel} is not listened on: {query}"
+        );
+    }
+}
+
 /// Two `provq serve` replicas on one PostgreSQL: daemons wait on replica A, jobs arrive through
 /// replica B, and LISTEN/NOTIFY wakes them well before the backup poll would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
