@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -16,9 +16,9 @@ use super::daemon_auth::builtin_key_name;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::names::Username;
-use crate::domain::tags::{Tags, map_from_json};
-use crate::store::daemons::{DaemonJob, provisioners_of};
+use crate::domain::daemon::{DaemonJob, Liveness};
+use crate::domain::names::{NameError, Username};
+use crate::domain::tags::Tags;
 use crate::wire::daemons::{DaemonJobView, ProvisionerDaemon};
 
 pub struct DaemonsApi;
@@ -83,8 +83,8 @@ impl DaemonsApi {
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerDaemon>>, ApiError> {
         let org = org_for_owner(state, &caller, &organization.0).await?;
-        let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-        let views = state.store.list_daemons(org.id, stale).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        let views = state.store.list_daemons(org.id, liveness).await?;
         Ok(Json(
             views
                 .into_iter()
@@ -93,7 +93,12 @@ impl DaemonsApi {
                         .key_name
                         .or_else(|| builtin_key_name(v.daemon.key_id).map(str::to_string))
                         .unwrap_or_default();
-                    let provisioners = provisioners_of(&v.daemon);
+                    let provisioners = v
+                        .daemon
+                        .provisioner_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
                     ProvisionerDaemon {
                         id: v.daemon.id,
                         organization_id: v.daemon.organization_id,
@@ -103,7 +108,7 @@ impl DaemonsApi {
                         name: v.daemon.name,
                         version: v.daemon.version,
                         provisioners,
-                        tags: map_from_json(&v.daemon.tags),
+                        tags: v.daemon.tags.as_map().clone(),
                         key_name,
                         status: v.status.as_str().to_string(),
                         current_job: v.current_job.map(Into::into),
@@ -127,7 +132,7 @@ impl DaemonsApi {
         let mut v = Validations::new();
         let name = v.required("name", body.0.name, |n| {
             if RESERVED_KEY_NAMES.contains(&n.to_ascii_lowercase().as_str()) {
-                return Err(format!("\"{n}\" is reserved"));
+                return Err(NameError::ReservedUsername(n));
             }
             Username::parse(n).map(|u| u.as_str().to_string())
         });
@@ -168,7 +173,7 @@ impl DaemonsApi {
                     created_at: k.created_at,
                     organization: k.organization_id,
                     name: k.name,
-                    tags: map_from_json(&k.tags),
+                    tags: k.tags.as_map().clone(),
                 })
                 .collect(),
         ))

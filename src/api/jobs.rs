@@ -19,13 +19,13 @@ use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetada
 use super::state::AppState;
 use super::users::Message;
 use crate::domain::Validations;
-use crate::domain::job::{JobLog, JobStatus, JobType, Provisioner};
-use crate::domain::job_query::parse_list_query;
+use crate::domain::job::{Job, JobLog, JobStatus, JobType, Provisioner};
+use crate::domain::job_query::{JobFilter, parse_list_query};
 use crate::domain::limits::{
     MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
 };
-use crate::domain::tags::{Tags, check_tags};
-use crate::store::jobs::{JobFilter, NewJob};
+use crate::domain::tags::{Tags, parse_string_map};
+use crate::store::jobs::NewJob;
 
 pub struct JobsApi;
 
@@ -96,27 +96,14 @@ pub enum JobCreated {
     Created(Json<ProvisionerJob>),
 }
 
-/// Parses tags given by a client (job, daemon or key tags, or a filter): a JSON object of
-/// strings within the tag limits. Anything else is a validation failure of `field`.
+/// Parses tags given by a client (job, daemon or key tags, or a filter) with the domain's one
+/// reader ([`parse_string_map`]); anything else is a validation failure of `field`.
 pub fn parse_tags(
     v: &mut Validations,
     field: &str,
     tags: Option<Value>,
 ) -> Option<BTreeMap<String, String>> {
-    let tags = tags?;
-    let parsed = match tags {
-        Value::Object(map) => map
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k, s)),
-                other => Err(format!(
-                    "the value of \"{k}\" must be a string, not {other}"
-                )),
-            })
-            .collect::<Result<BTreeMap<String, String>, String>>(),
-        other => Err(format!("must be an object of string values, not {other}")),
-    };
-    v.check(field, parsed.and_then(|t| check_tags(&t).map(|()| t)))
+    v.check(field, parse_string_map(tags?))
 }
 
 /// A job's `metadata` and `input` within their limits (one validation per field past one).
@@ -181,7 +168,7 @@ impl JobsApi {
         &self,
         state: &AppState,
         organization_id: Uuid,
-        job: crate::entity::provisioner_job::Model,
+        job: Job,
     ) -> Result<ProvisionerJob, ApiError> {
         let mut all = present_all(state, organization_id, vec![job]).await?;
         Ok(all.pop().expect("one job in, one job out"))

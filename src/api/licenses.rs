@@ -17,9 +17,10 @@ use super::error::{ApiError, ErrorBody};
 use super::state::AppState;
 use super::users::{Created, Message};
 use crate::domain::Validations;
-use crate::domain::license::{self, LicenseError, Snapshot, decode_claims_unverified, humanize};
+use crate::domain::license::{
+    self, LicenseError, LicenseRecord, Snapshot, decode_claims_unverified, humanize,
+};
 use crate::domain::now;
-use crate::entity::license as license_row;
 use crate::store::licenses::NewLicense;
 
 pub struct LicensesApi;
@@ -51,8 +52,8 @@ pub struct License {
     claims: serde_json::Value,
 }
 
-impl From<license_row::Model> for License {
-    fn from(row: license_row::Model) -> Self {
+impl From<LicenseRecord> for License {
+    fn from(row: LicenseRecord) -> Self {
         Self {
             claims: decode_claims_unverified(&row.jwt).unwrap_or_else(|| serde_json::json!({})),
             id: row.id,
@@ -147,7 +148,7 @@ impl From<ApiError> for RefreshAnswer {
             ApiError::Forbidden(body) => Self::Forbidden(body),
             ApiError::Internal(body) => Self::Internal(body),
             ApiError::ServiceUnavailable(body, retry) => Self::ServiceUnavailable(body, retry),
-            other => Self::Internal(Json(ErrorBody::new(other.to_string()))),
+            other => Self::Internal(other.undeclared()),
         }
     }
 }

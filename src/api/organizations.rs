@@ -9,20 +9,20 @@ use poem_openapi::{Object, OpenApi};
 use super::ApiTags;
 use super::access::org_for_member;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::licenses::require_feature;
 use super::state::AppState;
 use super::users::{Created, Message};
 use crate::domain::license::entitlements::MULTIPLE_ORGANIZATIONS;
-use crate::domain::organization::{DEFAULT_KEYWORD, OrganizationFields, OrganizationInputError};
-use crate::entity::organization;
+use crate::domain::organization;
+use crate::domain::organization::OrganizationFields;
 use crate::store::organizations::{DeleteBlockers, OrganizationDeletion};
 pub use crate::wire::organizations::Organization;
 
 pub struct OrganizationsApi;
 
-impl From<organization::Model> for Organization {
-    fn from(o: organization::Model) -> Self {
+impl From<organization::Organization> for Organization {
+    fn from(o: organization::Organization) -> Self {
         Self {
             id: o.id,
             name: o.name,
@@ -56,25 +56,6 @@ impl From<OrganizationRequest> for OrganizationFields {
     }
 }
 
-fn input_error(e: OrganizationInputError) -> ApiError {
-    match e {
-        OrganizationInputError::ReservedDefault => {
-            let mut v = crate::domain::Validations::new();
-            v.push(
-                "name",
-                format!("\"{DEFAULT_KEYWORD}\" always means the default organization"),
-            );
-            ApiError::BadRequest(Json(
-                ErrorBody::new(format!(
-                    "Organization name \"{DEFAULT_KEYWORD}\" is reserved."
-                ))
-                .with_validations(v),
-            ))
-        }
-        OrganizationInputError::Invalid(v) => ApiError::validation(v),
-    }
-}
-
 /// "1 unfinished provisioner job and 2 provisioner keys".
 fn describe(blockers: DeleteBlockers) -> String {
     let count = |n: u64, what: &str| match n {
@@ -100,7 +81,7 @@ impl OrganizationsApi {
         state: &AppState,
         caller: &Caller,
         ident: &str,
-    ) -> Result<organization::Model, ApiError> {
+    ) -> Result<organization::Organization, ApiError> {
         require_feature(state, MULTIPLE_ORGANIZATIONS)?;
         let org = org_for_member(state, caller, ident).await?;
         caller.require_owner()?;
@@ -134,7 +115,7 @@ impl OrganizationsApi {
         caller.require_owner()?;
         let new = OrganizationFields::from(body.0)
             .into_new()
-            .map_err(input_error)?;
+            .map_err(ApiError::from)?;
         let org = state.store.create_organization(new, caller.user.id).await?;
         tracing::info!(organization_id = %org.id, name = %org.name, by = %caller.user.username, "organization created");
         Ok(Created::Created(Json(org.into())))
@@ -164,7 +145,7 @@ impl OrganizationsApi {
         let org = self.org_for_change(state, &caller, &organization.0).await?;
         let patch = OrganizationFields::from(body.0)
             .into_patch()
-            .map_err(input_error)?;
+            .map_err(ApiError::from)?;
         let updated = state.store.update_organization(org.id, patch).await?;
         tracing::info!(organization_id = %org.id, name = %updated.name, by = %caller.user.username, "organization updated");
         Ok(Json(updated.into()))

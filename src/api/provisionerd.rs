@@ -14,10 +14,10 @@ use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
+use crate::domain::daemon::Liveness;
+use crate::domain::job::{ErrorCode, Job, LogLevel, LogSource, Provisioner};
 use crate::domain::limits::{self, check_chars};
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
+use crate::domain::tags::Tags;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
 use crate::store::jobs::{MAX_BATCH, Report, Runnable};
@@ -50,18 +50,18 @@ pub enum Done {
     NoContent,
 }
 
-fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
+fn acquired(job: Job, lease_token: String) -> AcquiredJob {
     AcquiredJob {
         job_id: job.id,
         lease_token,
-        job_type: job.job_type,
-        provisioner: job.provisioner,
+        job_type: job.job_type.as_str().to_string(),
+        provisioner: job.provisioner.as_str().to_string(),
         organization_id: job.organization_id,
         initiator_id: job.initiator_id,
-        input: serde_json::from_value(job.input).unwrap_or_default(),
-        tags: map_from_json(&job.tags),
+        input: job.input.into(),
+        tags: job.tags.as_map().clone(),
         file_id: job.file_id,
-        metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
+        metadata: job.metadata.into(),
         created_at: job.created_at,
     }
 }
@@ -199,10 +199,7 @@ impl ProvisionerdApi {
                         );
                     }
                 }
-                (
-                    Some(key.organization_id),
-                    Some(Tags::from_stored(map_from_json(&key.tags))),
-                )
+                (Some(key.organization_id), Some(key.tags.clone()))
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
                 let org = match &body.organization {
@@ -290,10 +287,10 @@ impl ProvisionerdApi {
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
         let (registration, _) = self.resolve_daemon(state, &auth, body.0).await?;
-        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
         state
             .store
-            .mark_daemon_offline(&registration, stale)
+            .mark_daemon_offline(&registration, liveness)
             .await?;
         tracing::info!(daemon = %registration.name, "daemon deregistered");
         Ok(Done::NoContent)

@@ -14,8 +14,8 @@ use super::state::AppState;
 use crate::domain::Validations;
 use crate::domain::names::{Email, FullName, Password, Username};
 use crate::domain::secrets;
-use crate::entity::user;
-use crate::store::users::{NewUser, ROLE_OWNER};
+use crate::domain::user::User as UserRecord;
+use crate::store::users::NewUser;
 
 pub struct UsersApi;
 
@@ -122,14 +122,14 @@ pub async fn check_password(
     state: &AppState,
     email: String,
     password: String,
-) -> Result<user::Model, ApiError> {
+) -> Result<UserRecord, ApiError> {
     let user = match Email::parse(email) {
         Ok(email) => state.store.user_by_email(&email).await?,
         Err(_) => None,
     };
     let stored = user
         .as_ref()
-        .filter(|u| !u.is_system && u.status == "active")
+        .filter(|u| !u.is_system && u.is_active())
         .map(|u| u.hashed_password.clone())
         .unwrap_or_else(|| secrets::dummy_password_hash().to_string());
     let ok = tokio::task::spawn_blocking(move || secrets::verify_password(&password, &stored))
@@ -142,9 +142,9 @@ pub async fn check_password(
 }
 
 impl UsersApi {
-    async fn to_user(&self, state: &AppState, u: user::Model) -> Result<User, ApiError> {
+    async fn to_user(&self, state: &AppState, u: UserRecord) -> Result<User, ApiError> {
         let organization_ids = state.store.organization_ids_of(u.id).await?;
-        let role = if u.roles.split(',').any(|r| r == ROLE_OWNER) {
+        let role = if u.is_owner() {
             Role {
                 name: "owner".into(),
                 display_name: "Owner".into(),

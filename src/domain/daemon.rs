@@ -27,16 +27,32 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Whether this daemon may run a job with these (normalised) tags and provisioner; the
-    /// organization is the caller's to check. The SQL twin is the store's `runnable_by`.
+    /// Whether this daemon may run a job with these (normalised) tags and provisioner (see
+    /// [`can_run`]); the organization is the caller's to check.
     pub fn can_run(&self, job_tags: &Tags, provisioner: Provisioner) -> bool {
-        self.provisioners.contains(&provisioner) && job_tags.satisfied_by(&self.tags)
+        can_run(&self.tags, &self.provisioners, job_tags, provisioner)
     }
 
     /// The provisioners it serves, by name, in the order it registered them.
     pub fn provisioner_names(&self) -> Vec<&'static str> {
         self.provisioners.iter().map(|p| p.as_str()).collect()
     }
+}
+
+/// The matching rule: a daemon with these tags and provisioners may run a job with `job_tags`
+/// and `provisioner` when it serves the provisioner and the job's tags are satisfied by its own
+/// ([`Tags::satisfied_by`]). The SQL twin is the store's `runnable_by` (the claim), proven equal
+/// by the `matching_sql` test.
+pub fn can_run(
+    daemon_tags: &Tags,
+    daemon_provisioners: &[Provisioner],
+    job_tags: &Tags,
+    provisioner: Provisioner,
+) -> bool {
+    daemon_provisioners.contains(&provisioner)
+        // A job's tags must be a subset of the daemon's: a job with more tags fails at once.
+        && job_tags.as_map().len() <= daemon_tags.as_map().len()
+        && job_tags.satisfied_by(daemon_tags)
 }
 
 /// How a daemon is doing, as lists and metrics show it.

@@ -7,6 +7,17 @@ use uuid::Uuid;
 
 use super::tags::Tags;
 
+/// A value that is not one of a fixed set of names (a status, a job type, a provisioner, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{value}\" is not a valid {what} (one of {allowed})")]
+pub struct UnknownName {
+    pub value: String,
+    /// What the value should have named ("status", "job type", …).
+    pub what: &'static str,
+    /// The names it may be, comma-separated.
+    pub allowed: String,
+}
+
 /// A job's status, derived by [`derive_status`] in Rust and by [`STATUS_SQL`] in queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -44,15 +55,14 @@ impl JobStatus {
         }
     }
 
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, UnknownName> {
         Self::ALL
             .into_iter()
             .find(|s| s.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "\"{value}\" is not a valid status (one of {})",
-                    Self::ALL.map(Self::as_str).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                value: value.to_string(),
+                what: "status",
+                allowed: Self::ALL.map(Self::as_str).join(", "),
             })
     }
 
@@ -217,14 +227,14 @@ macro_rules! string_enum {
                 match self { $($name::$variant => $text),+ }
             }
 
-            pub fn parse(value: &str) -> Result<Self, String> {
+            pub fn parse(value: &str) -> Result<Self, UnknownName> {
                 match value {
                     $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "\"{other}\" is not a valid {} (one of {})",
-                        $what,
-                        [$($text),+].join(", ")
-                    )),
+                    other => Err(UnknownName {
+                        value: other.to_string(),
+                        what: $what,
+                        allowed: [$($text),+].join(", "),
+                    }),
                 }
             }
         }
@@ -314,6 +324,7 @@ mod tests {
         assert!(
             JobType::parse("build")
                 .unwrap_err()
+                .to_string()
                 .contains("workspace_build")
         );
         assert_eq!(Provisioner::parse("echo"), Ok(Provisioner::Echo));

@@ -56,7 +56,7 @@ pub async fn acquire_many(
     gone: impl std::future::Future<Output = ()>,
     ask: &Ask<'_>,
     report: Option<Report>,
-) -> StoreResult<(Option<crate::entity::provisioner_job::Model>, Claimed)> {
+) -> StoreResult<(Option<crate::domain::job::Job>, Claimed)> {
     tokio::pin!(gone);
     let deadline = Instant::now() + ask.wait;
     let waiter = claims

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::Wakeups;
-use crate::domain::job::{ErrorCode, JobStatus};
-use crate::entity::provisioner_job;
+use crate::domain::job::{ErrorCode, Job, JobStatus};
+use crate::domain::job_query::JobFilter;
 use crate::metrics::Metrics;
-use crate::store::jobs::{Heartbeat, JobFilter, NewJob, ReapPolicy, ReapedJob, status_of};
+use crate::store::jobs::{Heartbeat, NewJob, ReapPolicy, ReapedJob};
 use crate::store::logs::NewLog;
 use crate::store::{Store, StoreResult};
 
@@ -40,7 +40,7 @@ impl JobEvents {
     }
 
     /// Enqueues a job and offers it to one waiting daemon (here and on every replica).
-    pub async fn enqueue(&self, new: NewJob) -> StoreResult<provisioner_job::Model> {
+    pub async fn enqueue(&self, new: NewJob) -> StoreResult<Job> {
         let job = self.store.enqueue_job(new).await?;
         self.enqueued(&job);
         Ok(job)
@@ -70,7 +70,7 @@ impl JobEvents {
         organization: Option<Uuid>,
         lease_token: &str,
         error: Option<(String, Option<ErrorCode>)>,
-    ) -> StoreResult<provisioner_job::Model> {
+    ) -> StoreResult<Job> {
         let job = self
             .store
             .finish_job(job_id, organization, lease_token, error)
@@ -86,7 +86,7 @@ impl JobEvents {
         job_id: Uuid,
         expect: Option<JobStatus>,
         by: &str,
-    ) -> StoreResult<provisioner_job::Model> {
+    ) -> StoreResult<Job> {
         let job = self
             .store
             .cancel_job(organization_id, job_id, expect)
@@ -130,7 +130,7 @@ impl JobEvents {
     }
 
     /// A job was enqueued.
-    fn enqueued(&self, job: &provisioner_job::Model) {
+    fn enqueued(&self, job: &Job) {
         record_job(job.id);
         self.metrics.jobs_enqueued.inc();
         self.wakeups.job_enqueued(job);
@@ -138,12 +138,7 @@ impl JobEvents {
     }
 
     /// A daemon acquired a job (claims are made by `queue::claims`, which batches them).
-    pub(super) fn acquired(
-        &self,
-        job: &provisioner_job::Model,
-        daemon_name: &str,
-        daemon_id: Uuid,
-    ) {
+    pub(super) fn acquired(&self, job: &Job, daemon_name: &str, daemon_id: Uuid) {
         record_job(job.id);
         self.metrics.job_acquired(job);
         self.wakeups.job_event(job.id);
@@ -161,11 +156,11 @@ impl JobEvents {
 
     /// A daemon completed or failed a job (a job being canceled completes as canceled); also
     /// the report of a report-and-acquire (`queue::acquire`).
-    pub(super) fn finished(&self, job: &provisioner_job::Model) {
+    pub(super) fn finished(&self, job: &Job) {
         record_job(job.id);
         self.metrics.job_finished(job);
         self.wakeups.job_event(job.id);
-        match status_of(job) {
+        match job.status() {
             JobStatus::Failed => {
                 tracing::info!(job_id = %job.id, organization_id = %job.organization_id, error = %job.error.as_deref().unwrap_or_default(), "job failed")
             }
@@ -175,7 +170,7 @@ impl JobEvents {
         }
     }
 
-    fn canceled(&self, job: &provisioner_job::Model, by: &str) {
+    fn canceled(&self, job: &Job, by: &str) {
         record_job(job.id);
         self.metrics.job_finished(job);
         self.wakeups.job_event(job.id);

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::dispatch::{Dispatcher, Hint, JobHint};
 use super::notifier::{Heard, Notifier, Subscription};
+use crate::domain::job::Job;
 use crate::domain::tags::Tags;
-use crate::entity::provisioner_job;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -83,7 +83,7 @@ impl Wakeups {
 
     /// A job was enqueued: offer it to one waiting daemon here, and to one on every other
     /// replica.
-    pub fn job_enqueued(&self, job: &provisioner_job::Model) {
+    pub fn job_enqueued(&self, job: &Job) {
         self.offer(Hint::Job(JobHint::of(job)));
     }
 

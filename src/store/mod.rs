@@ -11,7 +11,7 @@ pub mod organizations;
 pub mod overview;
 pub mod provisioner_keys;
 pub mod replicas;
-mod rows;
+pub(crate) mod rows;
 pub mod sessions;
 pub mod site;
 pub mod users;

@@ -90,7 +90,7 @@ impl TryFrom<provisioner_daemon::Model> for Daemon {
             Value::Array(names) => names
                 .iter()
                 .map(|p| match p {
-                    Value::String(name) => Provisioner::parse(name),
+                    Value::String(name) => Provisioner::parse(name).map_err(|e| e.to_string()),
                     other => Err(format!("not a provisioner name: {other}")),
                 })
                 .collect::<Result<Vec<_>, _>>(),
@@ -187,6 +187,14 @@ impl From<license::Model> for LicenseRecord {
             exp: row.exp,
         }
     }
+}
+
+/// A job row of a raw query (the claim statements). Those speak `DbErr`, so a bad row becomes
+/// `DbErr::Type` carrying the [`StoreError::BadRow`] text: still logged and an opaque 500.
+pub(crate) fn job_from_query(row: &sea_orm::QueryResult) -> Result<Job, sea_orm::DbErr> {
+    use sea_orm::FromQueryResult;
+    let model = provisioner_job::Model::from_query_result(row, "")?;
+    Job::try_from(model).map_err(|e| sea_orm::DbErr::Type(e.to_string()))
 }
 
 /// Converts every row, failing on the first bad one.

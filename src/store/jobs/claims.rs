@@ -10,16 +10,17 @@ use std::sync::atomic::Ordering;
 
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Statement, TransactionTrait, Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Statement, TransactionTrait, Value,
 };
 use uuid::Uuid;
 
 use super::{Claim, Runnable, pending, runnable_by};
-use crate::domain::job::ErrorCode;
+use crate::domain::job::{ErrorCode, Job};
 use crate::domain::now;
 use crate::domain::secrets::{hash_secret, random_secret};
 use crate::entity::provisioner_job::{self as job, Column};
+use crate::store::rows::job_from_query;
 use crate::store::{Store, StoreResult};
 
 /// Most claims one statement makes, and most jobs one acquire may ask for.
@@ -160,7 +161,7 @@ fn new_leases(daemon_id: Uuid, k: usize) -> (Vec<String>, Vec<(Uuid, String)>) {
 }
 
 /// Pairs claimed rows with the secrets whose hashes they carry.
-fn pair(secrets: Vec<String>, mut rows: Vec<job::Model>) -> Vec<Claim> {
+fn pair(secrets: Vec<String>, mut rows: Vec<Job>) -> Vec<Claim> {
     let mut claims = Vec::with_capacity(rows.len());
     for secret in secrets {
         let hashed = hash_secret(&secret);
@@ -228,7 +229,7 @@ impl Store {
         &self,
         leases: &[(Uuid, String)],
         runnable: &Runnable,
-    ) -> Result<(Vec<job::Model>, bool), sea_orm::DbErr> {
+    ) -> Result<(Vec<Job>, bool), sea_orm::DbErr> {
         self.claim_batch(self.connection(), leases, runnable).await
     }
 
@@ -241,7 +242,7 @@ impl Store {
         daemon_id: Uuid,
         runnable: &Runnable,
         k: usize,
-    ) -> StoreResult<(job::Model, Claimed)> {
+    ) -> StoreResult<(Job, Claimed)> {
         let k = k.clamp(1, MAX_BATCH);
         let (secrets, leases) = new_leases(daemon_id, k);
         let outcome = match self.backend() {
@@ -261,7 +262,7 @@ impl Store {
                     Some(done) => {
                         let (rows, more) = self.claim_batch(&txn, &leases, runnable).await?;
                         txn.commit().await?;
-                        Some((done, rows, more))
+                        Some((Job::try_from(done)?, rows, more))
                     }
                     None => {
                         txn.rollback().await?;
@@ -290,7 +291,7 @@ impl Store {
         report: &Report,
         leases: &[(Uuid, String)],
         runnable: &Runnable,
-    ) -> StoreResult<Option<(job::Model, Vec<job::Model>, bool)>> {
+    ) -> StoreResult<Option<(Job, Vec<Job>, bool)>> {
         let backend = DbBackend::Postgres;
         let claim = claim_sql(
             backend,
@@ -342,7 +343,7 @@ impl Store {
         let mut seen = 0i64;
         for row in rows {
             let kind: String = row.try_get("", "kind")?;
-            let model = job::Model::from_query_result(&row, "")?;
+            let model = job_from_query(&row)?;
             if kind == "finished" {
                 done = Some(model);
             } else {
@@ -361,7 +362,7 @@ impl Store {
         db: &impl ConnectionTrait,
         batch: &[(Uuid, String)],
         runnable: &Runnable,
-    ) -> Result<(Vec<job::Model>, bool), sea_orm::DbErr> {
+    ) -> Result<(Vec<Job>, bool), sea_orm::DbErr> {
         let backend = self.backend();
         let claim = claim_sql(backend, batch, runnable, "");
         let sql = format!("WITH {} {}", claim.ctes, claim.update);
@@ -375,7 +376,7 @@ impl Store {
             if backend == DbBackend::Postgres {
                 seen = seen.max(row.try_get("", "pending_seen")?);
             }
-            claimed.push(job::Model::from_query_result(&row, "")?);
+            claimed.push(job_from_query(&row)?);
         }
         let more = match backend {
             DbBackend::Postgres => seen > claimed.len() as i64,
