@@ -274,14 +274,26 @@ fn seconds(d: chrono::Duration) -> f64 {
         .unwrap_or(f64::MAX)
 }
 
+/// What the Prometheus listener serves from: this replica's metrics, and the store and
+/// daemon staleness its database gauges are read with.
+#[derive(Clone)]
+pub struct Scrape {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub store: Store,
+    pub stale_after: chrono::Duration,
+}
+
 /// The Prometheus listener's app: `GET /metrics` in the text exposition format, no auth.
-pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'static> {
+pub fn endpoint(scrape: Scrape) -> poem::endpoint::BoxEndpoint<'static> {
     use poem::{EndpointExt, Route, get, handler, web::Data};
 
     #[handler]
-    async fn scrape(Data(state): Data<&crate::api::AppState>) -> poem::Response {
-        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-        match state.metrics.render(&state.store, stale).await {
+    async fn serve(Data(scrape): Data<&Scrape>) -> poem::Response {
+        match scrape
+            .metrics
+            .render(&scrape.store, scrape.stale_after)
+            .await
+        {
             Ok(text) => poem::Response::builder()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
                 .body(text),
@@ -294,5 +306,5 @@ pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'sta
         }
     }
 
-    Route::new().at("/metrics", get(scrape)).data(state).boxed()
+    Route::new().at("/metrics", get(serve)).data(scrape).boxed()
 }

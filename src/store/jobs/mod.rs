@@ -17,7 +17,6 @@ mod metrics;
 mod queue;
 mod reap;
 
-pub(crate) use claims::ClaimBatcher;
 pub use claims::{Claimed, MAX_BATCH, Report, group_key};
 
 pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
