@@ -152,18 +152,6 @@ pub fn parse_string_map_text(raw: &str) -> Result<BTreeMap<String, String>, Tags
     parse_string_map(json(raw)?)
 }
 
-/// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
-pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use provq::domain::PREBUILDS_USER_ID;
 use provq::domain::job::{JobStatus, Provisioner};
-use provq::domain::tags::{Tags, map_from_json};
+use provq::domain::tags::Tags;
 use provq::entity::provisioner_job;
 use provq::store::daemons::DaemonRegistration;
 use provq::store::jobs::Runnable;
@@ -111,7 +111,7 @@ async fn expected_numbers(app: &TestApp, daemons: &[Tags]) -> BTreeMap<Uuid, (i6
     pending.sort_by_key(|j| (j.is_prebuild, j.created_at, j.id));
     let job_tags: Vec<Tags> = pending
         .iter()
-        .map(|j| Tags::from_stored(map_from_json(&j.tags)))
+        .map(|j| Tags::from_stored_json(j.tags.clone()).unwrap())
         .collect();
     // Each daemon's queue in dispatch order, as positions into `pending`.
     let queues: Vec<Vec<usize>> = daemons
