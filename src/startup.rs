@@ -147,8 +147,7 @@ impl Application {
             .context("cannot compute the entitlements")?;
         let reaper = Reaper::new(
             self.state.store.clone(),
-            self.state.wakeups.clone(),
-            self.state.metrics.clone(),
+            self.state.events.clone(),
             &self.state.settings.reaper,
         );
         tokio::spawn(reaper.run(shutdown.clone()));

@@ -2,14 +2,12 @@
 //! nothing waits forever, and deletes daemons gone for `daemon_purge_after_secs`, so the
 //! registry does not grow forever.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{JobEvents, Wakeups};
+use super::JobEvents;
 use crate::config::ReaperSettings;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::jobs::{ReapPolicy, ReapedJob};
 use crate::store::{Store, StoreError, StoreResult, unavailability};
@@ -24,16 +22,12 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    pub fn new(
-        store: Store,
-        wakeups: Wakeups,
-        metrics: Arc<Metrics>,
-        settings: &ReaperSettings,
-    ) -> Self {
+    /// Reaps through `events`, so each reaped job has the side effects of any other failure.
+    pub fn new(store: Store, events: JobEvents, settings: &ReaperSettings) -> Self {
         // At most a century, so `at - after` can never overflow.
         let secs = |s: u64| chrono::Duration::seconds(s.min(100 * 365 * 24 * 3600) as i64);
         Self {
-            events: JobEvents::new(store.clone(), metrics, wakeups),
+            events,
             store,
             policy: ReapPolicy {
                 hung_after: secs(settings.hung_after_secs),

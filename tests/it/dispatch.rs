@@ -458,6 +458,36 @@ async fn a_replica_listens_on_one_connection() {
             "{channel} is not listened on: {query}"
         );
     }
+    // A lost connection is replaced (after the first backoff step, 1 s), still only one.
+    let listener_pid = || async {
+        app.state
+            .store
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ))
+            .await
+            .unwrap()
+            .map(|row| row.try_get::<i32>("", "pid").unwrap())
+    };
+    let cut = listener_pid().await.unwrap();
+    app.state
+        .store
+        .connection()
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_terminate_backend({cut})"),
+        ))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the notifier to listen again",
+        || async { listener_pid().await.is_some_and(|pid| pid != cut) },
+    )
+    .await;
+    assert_eq!(listeners().await, 1);
 }
 
 /// Two `provq serve` replicas on one PostgreSQL: daemons wait on replica A, jobs arrive through

@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use chrono::Duration;
-use provq::queue::Wakeups;
 use provq::queue::reaper::Reaper;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -98,7 +97,7 @@ backend_tests! {
         }
         // Daemon b takes one and hangs; the reaper fails it.
         app.acquire("b", json!({}), 0).await.unwrap();
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &app.state.settings.reaper);
         assert_eq!(reaper.run_once(provq::domain::now() + Duration::minutes(6)).await.unwrap().len(), 1);
         // Jobs go out oldest first: a took ids[0..2], b ids[2]. Cancel ids[5] while pending,
         // let a hold ids[3]; ids[4] and the gpu job stay pending; daemon c goes offline.
