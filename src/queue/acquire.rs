@@ -69,13 +69,29 @@ pub async fn acquire_many(
         // A daemon that will not wait gets an answer from the database, not from the hints.
         attempt.claim |= ask.wait.is_zero();
         let claimed = if let Some(report) = report.take() {
-            // A report always runs, and its claim with it: one statement either way.
-            attempt.claim = true;
-            let (done, claimed) = store
-                .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
-                .await?;
-            finished = Some(done);
-            Some(claimed)
+            if attempt.claim {
+                // Report and claim in one statement.
+                let (done, claimed) = store
+                    .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
+                    .await?;
+                finished = Some(done);
+                Some(claimed)
+            } else {
+                // This kind of daemon is known to have nothing to run: the report alone, no
+                // claim that would find nothing (the daemon then waits for a hint).
+                let Report {
+                    job_id,
+                    organization,
+                    lease_token,
+                    error,
+                } = report;
+                finished = Some(
+                    store
+                        .finish_job(job_id, organization, &lease_token, error)
+                        .await?,
+                );
+                None
+            }
         } else if attempt.claim {
             Some(
                 store
