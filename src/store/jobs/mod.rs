@@ -414,20 +414,41 @@ impl Store {
         mut on_chunk: impl FnMut(&[job::Model]),
     ) -> StoreResult<Vec<Uuid>> {
         let mut canceled = Vec::new();
-        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
         let chunk_size = cancel_chunk(self.backend());
-        loop {
-            // Keyset pagination in dispatch order (the front of the queue goes first): each
-            // chunk starts where the last ended on the pending index, so finding the next chunk
-            // never rescans or re-sorts what was already canceled.
+        let filtered = |ids: Vec<Uuid>| {
+            self.filter_condition(organization_id, filter)
+                .add(Column::Id.is_in(ids))
+        };
+        // Named jobs: just those, a chunk at a time.
+        if let Some(ids) = &filter.ids {
+            for ids in ids.chunks(chunk_size as usize) {
+                let chunk = self.cancel_where(filtered(ids.to_vec())).await?;
+                on_chunk(&chunk);
+                canceled.extend(chunk.iter().map(|j| j.id));
+            }
+            return Ok(canceled);
+        }
+        let wants = |status: JobStatus| {
+            filter
+                .statuses
+                .as_ref()
+                .is_none_or(|statuses| statuses.contains(&status))
+        };
+        // Pending jobs: a keyset walk in dispatch order (the front of the queue goes first) over
+        // the pending index alone, an index-only range scan that starts where the last chunk
+        // ended. The filter is applied by each chunk's `UPDATE`, not by the walk: with it, the
+        // planners misjudge how many rows match and scan and sort the whole table per chunk.
+        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
+        while wants(JobStatus::Pending) {
             let mut next = job::Entity::find()
                 .select_only()
                 .column(Column::Id)
                 .column(Column::IsPrebuild)
                 .column(Column::CreatedAt)
-                .filter(self.filter_condition(organization_id, filter))
-                .filter(Column::CompletedAt.is_null())
+                .filter(Column::OrganizationId.eq(organization_id))
+                .filter(Column::StartedAt.is_null())
                 .filter(Column::CanceledAt.is_null())
+                .filter(Column::CompletedAt.is_null())
                 .order_by_asc(Column::IsPrebuild)
                 .order_by_asc(Column::CreatedAt)
                 .order_by_asc(Column::Id)
@@ -448,18 +469,33 @@ impl Store {
                 break;
             };
             after = Some((prebuild, at, last));
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-            let more = ids.len() as u64 == chunk_size;
+            let more = rows.len() as u64 == chunk_size;
             let chunk = self
-                .cancel_where(
-                    self.filter_condition(organization_id, filter)
-                        .add(Column::Id.is_in(ids)),
-                )
+                .cancel_where(filtered(rows.into_iter().map(|r| r.0).collect()))
                 .await?;
             on_chunk(&chunk);
             canceled.extend(chunk.iter().map(|j| j.id));
             if !more {
                 break;
+            }
+        }
+        // Running jobs (at most one per busy daemon slot) on the running index, read at once;
+        // a job claimed during the walk above is among them.
+        if wants(JobStatus::Running) {
+            let running: Vec<Uuid> = job::Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::OrganizationId.eq(organization_id))
+                .filter(Column::StartedAt.is_not_null())
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::CanceledAt.is_null())
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            for ids in running.chunks(chunk_size as usize) {
+                let chunk = self.cancel_where(filtered(ids.to_vec())).await?;
+                on_chunk(&chunk);
+                canceled.extend(chunk.iter().map(|j| j.id));
             }
         }
         Ok(canceled)
