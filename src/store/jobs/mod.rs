@@ -422,7 +422,7 @@ impl Store {
         // Named jobs: just those, a chunk at a time.
         if let Some(ids) = &filter.ids {
             for ids in ids.chunks(chunk_size as usize) {
-                let chunk = self.cancel_where(filtered(ids.to_vec())).await?;
+                let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
                 on_chunk(&chunk);
                 canceled.extend(chunk.iter().map(|j| j.id));
             }
@@ -471,7 +471,7 @@ impl Store {
             after = Some((prebuild, at, last));
             let more = rows.len() as u64 == chunk_size;
             let chunk = self
-                .cancel_where(filtered(rows.into_iter().map(|r| r.0).collect()))
+                .cancel_chunk(filtered(rows.into_iter().map(|r| r.0).collect()))
                 .await?;
             on_chunk(&chunk);
             canceled.extend(chunk.iter().map(|j| j.id));
@@ -493,7 +493,7 @@ impl Store {
                 .all(self.connection())
                 .await?;
             for ids in running.chunks(chunk_size as usize) {
-                let chunk = self.cancel_where(filtered(ids.to_vec())).await?;
+                let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
                 on_chunk(&chunk);
                 canceled.extend(chunk.iter().map(|j| j.id));
             }
@@ -503,9 +503,9 @@ impl Store {
 
     /// The one cancel statement: only jobs not finished and not already canceled match, and a
     /// job that never started is completed in the same write.
-    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
+    fn cancel_update(&self, condition: Condition) -> sea_orm::UpdateMany<job::Entity> {
         let at = now();
-        Ok(job::Entity::update_many()
+        job::Entity::update_many()
             .col_expr(Column::CanceledAt, Expr::value(at))
             .col_expr(Column::UpdatedAt, Expr::value(at))
             .col_expr(
@@ -524,7 +524,47 @@ impl Store {
             .filter(Column::CompletedAt.is_null())
             .filter(Column::CanceledAt.is_null())
             .filter(Expr::cust("COALESCE(error, '') = ''"))
+    }
+
+    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
+        Ok(self
+            .cancel_update(condition)
             .exec_with_returning(self.connection())
             .await?)
+    }
+
+    /// A chunk of a bulk cancel. On PostgreSQL the statement also records the jobs that left
+    /// the pending state in `provisioner_queue_counts`, one row per group, while the row
+    /// trigger that would add one row per job stays quiet in this transaction (see migration
+    /// `m20261202_000032_bulk_cancel_counts`). A canceled job was pending exactly when it never
+    /// started: the `WHERE` only matches jobs not finished, not canceled and not failed.
+    async fn cancel_chunk(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
+        if self.backend() != DbBackend::Postgres {
+            return self.cancel_where(condition).await;
+        }
+        let update =
+            sea_orm::QueryTrait::build(&self.cancel_update(condition), DbBackend::Postgres);
+        let sql = format!(
+            "WITH canceled AS ({} RETURNING *), counted AS (INSERT INTO provisioner_queue_counts \
+             (organization_id, tags_key, provisioner, is_prebuild, n) \
+             SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
+             WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild) \
+             SELECT * FROM canceled",
+            update.sql
+        );
+        let values = update.values.map(|v| v.0).unwrap_or_default();
+        let txn = self.connection().begin().await?;
+        sea_orm::ConnectionTrait::execute_unprepared(
+            &txn,
+            "SET LOCAL provq.counts_by_statement = 'on'",
+        )
+        .await?;
+        let jobs = <job::Model as sea_orm::FromQueryResult>::find_by_statement(
+            sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
+        )
+        .all(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(jobs)
     }
 }
