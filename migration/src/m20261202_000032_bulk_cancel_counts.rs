@@ -1,10 +1,9 @@
 //! PostgreSQL: a bulk cancel keeps `provisioner_queue_counts` with one row per group and chunk
 //! instead of one trigger call and one row per canceled job. The row trigger that records a job
-//! leaving the pending state stays quiet inside a transaction that set
-//! `provq.counts_by_statement` to `on` (`SET LOCAL`, so it ends with the transaction); that
-//! transaction's statement writes the counts itself (`Store::cancel_jobs`). Every other write
-//! keeps the row trigger. The trigger function and row-at-a-time plpgsql call were about a
-//! quarter of a 1,000-job cancel chunk's time. SQLite keeps its triggers as they are.
+//! leaving the pending state stays quiet in a transaction that set `provq.counts_by_statement`
+//! to `on` (`set_config(…, true)`, so it ends with the transaction); the cancel statement sets
+//! it for its own transaction and writes the counts itself (`Store::cancel_jobs`). Every other
+//! write keeps the row trigger. SQLite keeps its triggers as they are.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
 

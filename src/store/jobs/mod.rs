@@ -534,18 +534,25 @@ impl Store {
     }
 
     /// A chunk of a bulk cancel. On PostgreSQL the statement also records the jobs that left
-    /// the pending state in `provisioner_queue_counts`, one row per group, while the row
-    /// trigger that would add one row per job stays quiet in this transaction (see migration
-    /// `m20261202_000032_bulk_cancel_counts`). A canceled job was pending exactly when it never
-    /// started: the `WHERE` only matches jobs not finished, not canceled and not failed.
+    /// the pending state in `provisioner_queue_counts`, one row per group, and sets
+    /// `provq.counts_by_statement` for its own (implicit) transaction so that the row trigger
+    /// that would add one row per job stays quiet (migration
+    /// `m20261202_000032_bulk_cancel_counts`). The flag is read in the `WHERE`, so it is set
+    /// before the first row is written; one statement, so the chunk's row locks end with it
+    /// (a daemon finishing a job the chunk touched waits for no extra round trip). A canceled
+    /// job was pending exactly when it never started: the `WHERE` only matches jobs not
+    /// finished, not canceled and not failed.
     async fn cancel_chunk(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
         if self.backend() != DbBackend::Postgres {
             return self.cancel_where(condition).await;
         }
         let update =
             sea_orm::QueryTrait::build(&self.cancel_update(condition), DbBackend::Postgres);
+        debug_assert!(update.sql.contains(" WHERE "), "a cancel always filters");
         let sql = format!(
-            "WITH canceled AS ({} RETURNING *), counted AS (INSERT INTO provisioner_queue_counts \
+            "WITH flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
+             canceled AS ({} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
+             counted AS (INSERT INTO provisioner_queue_counts \
              (organization_id, tags_key, provisioner, is_prebuild, n) \
              SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
              WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild) \
@@ -553,18 +560,10 @@ impl Store {
             update.sql
         );
         let values = update.values.map(|v| v.0).unwrap_or_default();
-        let txn = self.connection().begin().await?;
-        sea_orm::ConnectionTrait::execute_unprepared(
-            &txn,
-            "SET LOCAL provq.counts_by_statement = 'on'",
-        )
-        .await?;
-        let jobs = <job::Model as sea_orm::FromQueryResult>::find_by_statement(
+        Ok(<job::Model as sea_orm::FromQueryResult>::find_by_statement(
             sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
         )
-        .all(&txn)
-        .await?;
-        txn.commit().await?;
-        Ok(jobs)
+        .all(self.connection())
+        .await?)
     }
 }
