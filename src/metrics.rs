@@ -11,10 +11,11 @@ use prometheus::{
 };
 use uuid::Uuid;
 
-use crate::domain::job::JobStatus;
+use crate::domain::daemon::{Daemon, DaemonStatus, Liveness};
+use crate::domain::job::Job;
+use crate::domain::job::{JobStatus, Provisioner};
 use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
-use crate::store::jobs::{ReapedJob, status_of};
+use crate::store::jobs::ReapedJob;
 use crate::store::{Store, StoreResult};
 
 /// How long database gauges are reused between scrapes.
@@ -140,15 +141,15 @@ impl Metrics {
     }
 
     /// A job was handed to a daemon.
-    pub fn job_acquired(&self, job: &provisioner_job::Model) {
+    pub fn job_acquired(&self, job: &Job) {
         if let Some(started) = job.started_at {
             self.queue_wait.observe(seconds(started - job.created_at));
         }
     }
 
     /// A job reached a terminal status (or `canceling`, which is counted when it ends).
-    pub fn job_finished(&self, job: &provisioner_job::Model) {
-        let status = status_of(job);
+    pub fn job_finished(&self, job: &Job) {
+        let status = job.status();
         if !status.is_terminal() {
             return;
         }
@@ -206,7 +207,7 @@ impl Metrics {
     async fn refresh(&self, store: &Store, stale_after: chrono::Duration) -> StoreResult<()> {
         let now = crate::domain::now();
         let orgs: BTreeMap<Uuid, String> = store
-            .all_organizations()
+            .list_organizations(None)
             .await?
             .into_iter()
             .map(|o| (o.id, o.name))
@@ -242,23 +243,16 @@ impl Metrics {
                 .with_label_values(&[label(&org).as_str()])
                 .set(seconds(now - oldest).max(0.0));
         }
-        let cutoff = now - stale_after;
+        let liveness = Liveness::at(now, stale_after);
         let busy = store.busy_worker_ids(None).await?;
-        let daemons = store.daemons_everywhere().await?;
-        let mut online: HashMap<Uuid, Vec<&crate::entity::provisioner_daemon::Model>> =
-            HashMap::new();
+        let daemons = store.daemons(None).await?;
+        let mut online: HashMap<Uuid, Vec<&Daemon>> = HashMap::new();
         for d in &daemons {
-            let status = if d.last_seen_at < cutoff {
-                "offline"
-            } else if busy.contains(&d.id) {
-                "busy"
-            } else {
-                "idle"
-            };
+            let status = liveness.status(d.last_seen_at, busy.contains(&d.id));
             self.daemons
-                .with_label_values(&[label(&d.organization_id).as_str(), status])
+                .with_label_values(&[label(&d.organization_id).as_str(), status.as_str()])
                 .inc();
-            if status != "offline" {
+            if status != DaemonStatus::Offline {
                 online.entry(d.organization_id).or_default().push(d);
             }
         }
@@ -266,9 +260,10 @@ impl Metrics {
             let job_tags = Tags::from_stored(map_from_json(
                 &serde_json::from_str(&key).unwrap_or_default(),
             ));
-            let runnable = online.get(&org).is_some_and(|ds| {
-                ds.iter()
-                    .any(|d| crate::store::daemons::daemon_runs(d, &job_tags, &provisioner))
+            let runnable = Provisioner::parse(&provisioner).is_ok_and(|p| {
+                online
+                    .get(&org)
+                    .is_some_and(|ds| ds.iter().any(|d| d.can_run(&job_tags, p)))
             });
             if !runnable {
                 self.pending_unmatched
@@ -286,14 +281,26 @@ fn seconds(d: chrono::Duration) -> f64 {
         .unwrap_or(f64::MAX)
 }
 
+/// What the Prometheus listener serves from: this replica's metrics, and the store and
+/// daemon staleness its database gauges are read with.
+#[derive(Clone)]
+pub struct Scrape {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub store: Store,
+    pub stale_after: chrono::Duration,
+}
+
 /// The Prometheus listener's app: `GET /metrics` in the text exposition format, no auth.
-pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'static> {
+pub fn endpoint(scrape: Scrape) -> poem::endpoint::BoxEndpoint<'static> {
     use poem::{EndpointExt, Route, get, handler, web::Data};
 
     #[handler]
-    async fn scrape(Data(state): Data<&crate::api::AppState>) -> poem::Response {
-        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-        match state.metrics.render(&state.store, stale).await {
+    async fn serve(Data(scrape): Data<&Scrape>) -> poem::Response {
+        match scrape
+            .metrics
+            .render(&scrape.store, scrape.stale_after)
+            .await
+        {
             Ok(text) => poem::Response::builder()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
                 .body(text),
@@ -306,5 +313,5 @@ pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'sta
         }
     }
 
-    Route::new().at("/metrics", get(scrape)).data(state).boxed()
+    Route::new().at("/metrics", get(serve)).data(scrape).boxed()
 }

@@ -4,14 +4,14 @@
 use super::auth::Caller;
 use super::error::ApiError;
 use super::state::AppState;
-use crate::entity::organization;
+use crate::domain::organization::Organization;
 
 /// The organization in the path, if the caller is an owner or one of its members.
 pub async fn org_for_member(
     state: &AppState,
     caller: &Caller,
     ident: &str,
-) -> Result<organization::Model, ApiError> {
+) -> Result<Organization, ApiError> {
     let org = state.store.resolve_organization(ident).await?;
     if caller.is_owner() || state.store.is_member(org.id, caller.user.id).await? {
         Ok(org)
@@ -25,7 +25,7 @@ pub async fn org_for_owner(
     state: &AppState,
     caller: &Caller,
     ident: &str,
-) -> Result<organization::Model, ApiError> {
+) -> Result<Organization, ApiError> {
     if !caller.is_owner() {
         return Err(ApiError::not_found());
     }

@@ -15,9 +15,8 @@ use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions};
 use super::error::{ApiError, ErrorBody};
 use super::state::AppState;
 use crate::domain::secrets::SessionToken;
-use crate::entity::user;
+use crate::domain::user::User;
 use crate::store::sessions::SessionCheck;
-use crate::store::users::ROLE_OWNER;
 
 pub const SESSION_HEADER: &str = "Coder-Session-Token";
 pub const SESSION_COOKIE: &str = "coder_session_token";
@@ -31,14 +30,14 @@ pub const SESSION_QUERY_SCHEME: &str = "CoderSessionTokenQuery";
 /// anonymous callers before running, and their operations declare the session schemes.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub user: user::Model,
+    pub user: User,
     /// Id part of the session token (for logout).
     pub token_id: String,
 }
 
 impl Caller {
     pub fn is_owner(&self) -> bool {
-        self.user.roles.split(',').any(|r| r == ROLE_OWNER)
+        self.user.is_owner()
     }
 
     /// 403 unless the caller is an owner.

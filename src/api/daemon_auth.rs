@@ -11,8 +11,8 @@ use super::auth::{
 };
 use super::error::ApiError;
 use super::state::AppState;
+use crate::domain::daemon::ProvisionerKey;
 use crate::domain::secrets::constant_time_eq;
-use crate::entity::provisioner_key;
 
 pub const KEY_HEADER: &str = "Coder-Provisioner-Daemon-Key";
 pub const PSK_HEADER: &str = "Coder-Provisioner-Daemon-PSK";
@@ -28,7 +28,7 @@ pub const PSK_KEY_ID: Uuid = uuid!("00000000-0000-0000-0000-000000000003");
 /// An authenticated daemon credential.
 #[derive(Debug, Clone)]
 pub enum DaemonAuth {
-    Key(provisioner_key::Model),
+    Key(ProvisionerKey),
     Psk,
     Owner(Caller),
 }

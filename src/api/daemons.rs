@@ -2,7 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -13,22 +14,14 @@ use super::access::org_for_owner;
 use super::auth::Caller;
 use super::daemon_auth::builtin_key_name;
 use super::error::ApiError;
-use super::job_views::ProvisionerJobStatus;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::names::Username;
-use crate::domain::tags::{Tags, map_from_json};
-use crate::store::daemons::{DaemonJob, provisioners_of};
+use crate::domain::daemon::{DaemonJob, Liveness};
+use crate::domain::names::{NameError, Username};
+use crate::domain::tags::Tags;
+use crate::wire::daemons::{DaemonJobView, ProvisionerDaemon};
 
-pub struct DaemonsApi {
-    pub state: AppState,
-}
-
-#[derive(Object)]
-pub struct DaemonJobView {
-    id: Uuid,
-    status: ProvisionerJobStatus,
-}
+pub struct DaemonsApi;
 
 impl From<DaemonJob> for DaemonJobView {
     fn from(j: DaemonJob) -> Self {
@@ -37,27 +30,6 @@ impl From<DaemonJob> for DaemonJobView {
             status: j.status.into(),
         }
     }
-}
-
-#[derive(Object)]
-pub struct ProvisionerDaemon {
-    id: Uuid,
-    organization_id: Uuid,
-    key_id: Option<Uuid>,
-    created_at: DateTime<Utc>,
-    #[oai(skip_serializing_if_is_none)]
-    last_seen_at: Option<DateTime<Utc>>,
-    name: String,
-    version: String,
-    provisioners: Vec<String>,
-    tags: BTreeMap<String, String>,
-    key_name: String,
-    /// `idle`, `busy` or `offline`.
-    status: String,
-    #[oai(skip_serializing_if_is_none)]
-    current_job: Option<DaemonJobView>,
-    #[oai(skip_serializing_if_is_none)]
-    previous_job: Option<DaemonJobView>,
 }
 
 #[derive(Object)]
@@ -106,12 +78,13 @@ impl DaemonsApi {
     )]
     async fn list(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerDaemon>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let stale = Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
-        let views = self.state.store.list_daemons(org.id, stale).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        let views = state.store.list_daemons(org.id, liveness).await?;
         Ok(Json(
             views
                 .into_iter()
@@ -120,7 +93,12 @@ impl DaemonsApi {
                         .key_name
                         .or_else(|| builtin_key_name(v.daemon.key_id).map(str::to_string))
                         .unwrap_or_default();
-                    let provisioners = provisioners_of(&v.daemon);
+                    let provisioners = v
+                        .daemon
+                        .provisioner_names()
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect();
                     ProvisionerDaemon {
                         id: v.daemon.id,
                         organization_id: v.daemon.organization_id,
@@ -130,7 +108,7 @@ impl DaemonsApi {
                         name: v.daemon.name,
                         version: v.daemon.version,
                         provisioners,
-                        tags: map_from_json(&v.daemon.tags),
+                        tags: v.daemon.tags.as_map().clone(),
                         key_name,
                         status: v.status.as_str().to_string(),
                         current_job: v.current_job.map(Into::into),
@@ -145,15 +123,16 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "post")]
     async fn create_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<CreateProvisionerKeyRequest>,
     ) -> Result<KeyCreated, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let mut v = Validations::new();
         let name = v.required("name", body.0.name, |n| {
             if RESERVED_KEY_NAMES.contains(&n.to_ascii_lowercase().as_str()) {
-                return Err(format!("\"{n}\" is reserved"));
+                return Err(NameError::ReservedUsername(n));
             }
             Username::parse(n).map(|u| u.as_str().to_string())
         });
@@ -167,8 +146,7 @@ impl DaemonsApi {
         let (Some(name), Some(tags)) = (name, tags) else {
             unreachable!("validated above")
         };
-        let (key, secret) = self
-            .state
+        let (key, secret) = state
             .store
             .create_provisioner_key(org.id, &name, &tags)
             .await?;
@@ -182,11 +160,12 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "get")]
     async fn list_keys(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerKey>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let keys = self.state.store.list_provisioner_keys(org.id).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let keys = state.store.list_provisioner_keys(org.id).await?;
         Ok(Json(
             keys.into_iter()
                 .map(|k| ProvisionerKey {
@@ -194,7 +173,7 @@ impl DaemonsApi {
                     created_at: k.created_at,
                     organization: k.organization_id,
                     name: k.name,
-                    tags: map_from_json(&k.tags),
+                    tags: k.tags.as_map().clone(),
                 })
                 .collect(),
         ))
@@ -207,15 +186,13 @@ impl DaemonsApi {
     )]
     async fn delete_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         name: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        self.state
-            .store
-            .delete_provisioner_key(org.id, &name.0)
-            .await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        state.store.delete_provisioner_key(org.id, &name.0).await?;
         tracing::info!(organization_id = %org.id, key = %name.0, by = %caller.user.username, "provisioner key deleted");
         Ok(Deleted::NoContent)
     }

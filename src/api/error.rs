@@ -7,6 +7,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
 
 use crate::domain::Validations;
+use crate::domain::organization::{DEFAULT_KEYWORD, OrganizationInputError};
 use crate::store::{StoreError, Unavailability, unavailability};
 
 /// Shown when something is missing or not visible to the caller (never says which).
@@ -92,6 +93,9 @@ pub enum ApiError {
 
 /// The answer when no database connection becomes free within `database_acquire_timeout_secs`.
 pub const DATABASE_BUSY_MESSAGE: &str = "The database is busy; retry shortly.";
+/// The answer to every unexpected error: its cause is logged, never shown.
+const INTERNAL_MESSAGE: &str = "An internal error occurred.";
+
 /// The answer when the database went away under a request or refuses to serve it.
 pub const DATABASE_UNAVAILABLE_MESSAGE: &str = "The database is unavailable; retry shortly.";
 
@@ -124,7 +128,15 @@ impl ApiError {
     /// Like [`ApiError::internal`] for causes that are only `Display`.
     pub fn internal_message(cause: &str) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::Internal(Json(ErrorBody::new("An internal error occurred.")))
+        Self::Internal(Json(ErrorBody::new(INTERNAL_MESSAGE)))
+    }
+
+    /// The body of an error that an answer does not declare (say a 404 where an operation
+    /// documents only 403, 500 and 503): logged like any unexpected error, and answered with
+    /// the opaque 500 body instead of its own message.
+    pub fn undeclared(self) -> Json<ErrorBody> {
+        tracing::error!(error = %self, "undeclared error answered as a 500");
+        Json(ErrorBody::new(INTERNAL_MESSAGE))
     }
 
     /// A 503 for a request the database could not serve for the time being (logged as a
@@ -220,6 +232,22 @@ impl From<Validations> for ApiError {
     }
 }
 
+impl From<OrganizationInputError> for ApiError {
+    fn from(e: OrganizationInputError) -> Self {
+        match e {
+            OrganizationInputError::ReservedDefault => {
+                let mut v = Validations::new();
+                v.push(
+                    "name",
+                    format!("\"{DEFAULT_KEYWORD}\" always means the default organization"),
+                );
+                Self::BadRequest(Json(ErrorBody::new(e.to_string()).with_validations(v)))
+            }
+            OrganizationInputError::Invalid(v) => Self::validation(v),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -241,6 +269,7 @@ impl From<StoreError> for ApiError {
                 Some(why) => Self::database_unavailable(why, &db),
                 None => Self::internal(&db),
             },
+            bad @ StoreError::BadRow { .. } => Self::internal(&bad),
         }
     }
 }

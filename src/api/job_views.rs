@@ -1,30 +1,16 @@
 //! The `ProvisionerJob` JSON of Coder, and turning job rows into it.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Duration, Utc};
-use poem_openapi::{Enum, Object};
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::queue_position::{DaemonIndex, PendingJob, queue_numbers};
 use super::state::AppState;
-use crate::domain::job::{JobStatus, Provisioner};
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
-use crate::store::jobs::status_of;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum ProvisionerJobStatus {
-    Pending,
-    Running,
-    Succeeded,
-    Canceling,
-    Canceled,
-    Failed,
-    Unknown,
-}
+use crate::domain::daemon::Liveness;
+use crate::domain::job::{Job, JobInput, JobMetadata, JobStatus, JobType};
+pub use crate::wire::jobs::{
+    ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetadata, ProvisionerJobStatus,
+    ProvisionerJobType,
+};
 
 impl From<JobStatus> for ProvisionerJobStatus {
     fn from(s: JobStatus) -> Self {
@@ -40,85 +26,62 @@ impl From<JobStatus> for ProvisionerJobStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum ProvisionerJobType {
-    TemplateVersionImport,
-    WorkspaceBuild,
-    TemplateVersionDryRun,
+impl From<JobType> for ProvisionerJobType {
+    fn from(t: JobType) -> Self {
+        match t {
+            JobType::TemplateVersionImport => Self::TemplateVersionImport,
+            JobType::WorkspaceBuild => Self::WorkspaceBuild,
+            JobType::TemplateVersionDryRun => Self::TemplateVersionDryRun,
+        }
+    }
 }
 
-/// What the job works on.
-#[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
-pub struct ProvisionerJobInput {
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template_version_id: Option<Uuid>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workspace_build_id: Option<Uuid>,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+impl From<JobInput> for ProvisionerJobInput {
+    fn from(i: JobInput) -> Self {
+        Self {
+            template_version_id: i.template_version_id,
+            workspace_build_id: i.workspace_build_id,
+            error: i.error,
+        }
+    }
 }
 
-/// Names shown to people: which template and workspace the job belongs to.
-#[derive(Debug, Clone, Default, Object, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct ProvisionerJobMetadata {
-    // Defaults field by field: a struct-level default documents `"default": null` for the
-    // optional UUIDs, which OpenAPI 3.0 forbids on non-nullable fields.
-    #[oai(default)]
-    pub template_version_name: String,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub template_id: Option<Uuid>,
-    #[oai(default)]
-    pub template_name: String,
-    #[oai(default)]
-    pub template_display_name: String,
-    #[oai(default)]
-    pub template_icon: String,
-    #[oai(skip_serializing_if_is_none)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workspace_id: Option<Uuid>,
-    #[oai(skip_serializing_if_is_empty, default)]
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub workspace_name: String,
+impl From<ProvisionerJobInput> for JobInput {
+    fn from(i: ProvisionerJobInput) -> Self {
+        Self {
+            template_version_id: i.template_version_id,
+            workspace_build_id: i.workspace_build_id,
+            error: i.error,
+        }
+    }
 }
 
-/// A provisioner job, field for field as Coder shows it.
-#[derive(Debug, Clone, Object)]
-pub struct ProvisionerJob {
-    pub id: Uuid,
-    pub created_at: DateTime<Utc>,
-    #[oai(skip_serializing_if_is_none)]
-    pub started_at: Option<DateTime<Utc>>,
-    #[oai(skip_serializing_if_is_none)]
-    pub completed_at: Option<DateTime<Utc>>,
-    #[oai(skip_serializing_if_is_none)]
-    pub canceled_at: Option<DateTime<Utc>>,
-    #[oai(skip_serializing_if_is_none)]
-    pub error: Option<String>,
-    #[oai(skip_serializing_if_is_none)]
-    pub error_code: Option<String>,
-    pub status: ProvisionerJobStatus,
-    #[oai(skip_serializing_if_is_none)]
-    pub worker_id: Option<Uuid>,
-    pub worker_name: String,
-    pub file_id: Uuid,
-    pub tags: BTreeMap<String, String>,
-    pub queue_position: i64,
-    pub queue_size: i64,
-    pub organization_id: Uuid,
-    pub initiator_id: Uuid,
-    pub input: ProvisionerJobInput,
-    #[oai(rename = "type")]
-    pub job_type: ProvisionerJobType,
-    #[oai(skip_serializing_if_is_empty)]
-    pub available_workers: Vec<Uuid>,
-    pub metadata: ProvisionerJobMetadata,
-    pub logs_overflowed: bool,
+impl From<JobMetadata> for ProvisionerJobMetadata {
+    fn from(m: JobMetadata) -> Self {
+        Self {
+            template_version_name: m.template_version_name,
+            template_id: m.template_id,
+            template_name: m.template_name,
+            template_display_name: m.template_display_name,
+            template_icon: m.template_icon,
+            workspace_id: m.workspace_id,
+            workspace_name: m.workspace_name,
+        }
+    }
+}
+
+impl From<ProvisionerJobMetadata> for JobMetadata {
+    fn from(m: ProvisionerJobMetadata) -> Self {
+        Self {
+            template_version_name: m.template_version_name,
+            template_id: m.template_id,
+            template_name: m.template_name,
+            template_display_name: m.template_display_name,
+            template_icon: m.template_icon,
+            workspace_id: m.workspace_id,
+            workspace_name: m.workspace_name,
+        }
+    }
 }
 
 /// Queue numbers of one pending job (0/0 when not pending or nobody online can run it).
@@ -128,30 +91,16 @@ pub struct QueueNumbers {
     pub size: i64,
 }
 
-fn job_type(raw: &str) -> ProvisionerJobType {
-    match raw {
-        "workspace_build" => ProvisionerJobType::WorkspaceBuild,
-        "template_version_dry_run" => ProvisionerJobType::TemplateVersionDryRun,
-        _ => ProvisionerJobType::TemplateVersionImport,
-    }
-}
-
-/// Builds the JSON of a job given the organization's daemons and its queue numbers. The job's
-/// tags are parsed once, for matching and for the answer.
-pub fn present(
-    j: provisioner_job::Model,
-    daemons: &DaemonIndex,
-    queue: QueueNumbers,
-) -> ProvisionerJob {
-    let status = status_of(&j);
+/// Builds the JSON of a job given the organization's daemons and its queue numbers.
+pub fn present(j: Job, daemons: &DaemonIndex, queue: QueueNumbers) -> ProvisionerJob {
+    let status = j.status();
     let worker_name = j
         .worker_id
         .and_then(|w| daemons.name(w))
         .map(str::to_string)
         .unwrap_or_default();
-    let tags = Tags::from_stored(map_from_json(&j.tags));
     let (available_workers, queue) = if status == JobStatus::Pending {
-        (daemons.available(&tags, &j.provisioner), queue)
+        (daemons.available(&j.tags, j.provisioner), queue)
     } else {
         (Vec::new(), QueueNumbers::default())
     };
@@ -161,21 +110,21 @@ pub fn present(
         started_at: j.started_at,
         completed_at: j.completed_at,
         canceled_at: j.canceled_at,
-        error: j.error.filter(|e| !e.is_empty()),
-        error_code: j.error_code.filter(|e| !e.is_empty()),
+        error: j.error,
+        error_code: j.error_code.map(|c| c.as_str().to_string()),
         status: status.into(),
         worker_id: j.worker_id,
         worker_name,
         file_id: j.file_id,
-        tags: tags.as_map().clone(),
+        tags: j.tags.as_map().clone(),
         queue_position: queue.position,
         queue_size: queue.size,
         organization_id: j.organization_id,
         initiator_id: j.initiator_id,
-        input: serde_json::from_value(j.input).unwrap_or_default(),
-        job_type: job_type(&j.job_type),
+        input: j.input.into(),
+        job_type: j.job_type.into(),
         available_workers,
-        metadata: serde_json::from_value(j.metadata).unwrap_or_default(),
+        metadata: j.metadata.into(),
         logs_overflowed: j.logs_overflowed,
     }
 }
@@ -185,20 +134,19 @@ pub fn present(
 pub async fn present_all(
     state: &AppState,
     organization_id: Uuid,
-    jobs: Vec<provisioner_job::Model>,
+    jobs: Vec<Job>,
 ) -> Result<Vec<ProvisionerJob>, ApiError> {
-    let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
     let daemons = DaemonIndex::new(
-        state.store.all_daemons(organization_id).await?,
-        crate::domain::now() - stale,
+        state.store.daemons(Some(organization_id)).await?,
+        Liveness::now_secs(state.settings.provisioner.stale_after_secs),
     );
     let pending: Vec<PendingJob<'_>> = jobs
         .iter()
-        .filter(|j| status_of(j) == JobStatus::Pending)
+        .filter(|j| j.status() == JobStatus::Pending)
         .map(|j| PendingJob {
             id: j.id,
             tags_key: &j.tags_key,
-            provisioner: &j.provisioner,
+            provisioner: j.provisioner,
             is_prebuild: j.is_prebuild,
             created_at: j.created_at,
         })
@@ -212,9 +160,4 @@ pub async fn present_all(
             present(j, &daemons, numbers)
         })
         .collect())
-}
-
-/// Whether a provisioner name is one a daemon may serve.
-pub fn provisioner_names() -> Vec<&'static str> {
-    Provisioner::ALL.iter().map(|p| p.as_str()).collect()
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -18,18 +19,15 @@ use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetada
 use super::state::AppState;
 use super::users::Message;
 use crate::domain::Validations;
-use crate::domain::job::{JobStatus, JobType, Provisioner};
-use crate::domain::job_query::parse_list_query;
+use crate::domain::job::{Job, JobLog, JobStatus, JobType, Provisioner};
+use crate::domain::job_query::{JobFilter, parse_list_query};
 use crate::domain::limits::{
     MAX_ICON_CHARS, MAX_INPUT_BYTES, MAX_METADATA_NAME_CHARS, check_bytes, check_chars,
 };
-use crate::domain::tags::{Tags, check_tags};
-use crate::entity::provisioner_job_log;
-use crate::store::jobs::{JobFilter, NewJob};
+use crate::domain::tags::{Tags, parse_string_map};
+use crate::store::jobs::NewJob;
 
-pub struct JobsApi {
-    pub state: AppState,
-}
+pub struct JobsApi;
 
 /// Body of `POST …/provisionerjobs`.
 #[derive(Object)]
@@ -79,13 +77,13 @@ pub struct ProvisionerJobLog {
     output: String,
 }
 
-impl From<provisioner_job_log::Model> for ProvisionerJobLog {
-    fn from(l: provisioner_job_log::Model) -> Self {
+impl From<JobLog> for ProvisionerJobLog {
+    fn from(l: JobLog) -> Self {
         Self {
             id: l.id,
             created_at: l.created_at,
-            log_source: l.source,
-            log_level: l.level,
+            log_source: l.source.as_str().to_string(),
+            log_level: l.level.as_str().to_string(),
             stage: l.stage,
             output: l.output,
         }
@@ -98,27 +96,14 @@ pub enum JobCreated {
     Created(Json<ProvisionerJob>),
 }
 
-/// Parses tags given by a client (job, daemon or key tags, or a filter): a JSON object of
-/// strings within the tag limits. Anything else is a validation failure of `field`.
+/// Parses tags given by a client (job, daemon or key tags, or a filter) with the domain's one
+/// reader ([`parse_string_map`]); anything else is a validation failure of `field`.
 pub fn parse_tags(
     v: &mut Validations,
     field: &str,
     tags: Option<Value>,
 ) -> Option<BTreeMap<String, String>> {
-    let tags = tags?;
-    let parsed = match tags {
-        Value::Object(map) => map
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k, s)),
-                other => Err(format!(
-                    "the value of \"{k}\" must be a string, not {other}"
-                )),
-            })
-            .collect::<Result<BTreeMap<String, String>, String>>(),
-        other => Err(format!("must be an object of string values, not {other}")),
-    };
-    v.check(field, parsed.and_then(|t| check_tags(&t).map(|()| t)))
+    v.check(field, parse_string_map(tags?))
 }
 
 /// A job's `metadata` and `input` within their limits (one validation per field past one).
@@ -181,10 +166,11 @@ pub async fn resolve_initiator(
 impl JobsApi {
     async fn one(
         &self,
+        state: &AppState,
         organization_id: Uuid,
-        job: crate::entity::provisioner_job::Model,
+        job: Job,
     ) -> Result<ProvisionerJob, ApiError> {
-        let mut all = present_all(&self.state, organization_id, vec![job]).await?;
+        let mut all = present_all(state, organization_id, vec![job]).await?;
         Ok(all.pop().expect("one job in, one job out"))
     }
 }
@@ -193,13 +179,15 @@ impl JobsApi {
 impl JobsApi {
     /// Enqueues a job (owners, or members of the organization).
     #[oai(path = "/organizations/:organization/provisionerjobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn enqueue(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<EnqueueJobRequest>,
     ) -> Result<JobCreated, ApiError> {
-        let org = org_for_member(&self.state, &caller, &organization.0).await?;
+        let org = org_for_member(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         let job_type = v.required("type", body.job_type, |t| JobType::parse(&t));
@@ -207,7 +195,7 @@ impl JobsApi {
             "provisioner",
             Provisioner::parse(body.provisioner.as_deref().unwrap_or("terraform")),
         );
-        let initiator = resolve_initiator(&self.state, &mut v, "initiator", body.initiator).await?;
+        let initiator = resolve_initiator(state, &mut v, "initiator", body.initiator).await?;
         let initiator = initiator.unwrap_or(caller.user.id);
         let tags = parse_tags(
             &mut v,
@@ -237,11 +225,10 @@ impl JobsApi {
             file_id: body.file_id.unwrap_or_else(Uuid::nil),
             metadata: serde_json::to_value(metadata).expect("serialisable"),
         };
-        let job = self.state.store.enqueue_job(new).await?;
-        self.state.metrics.jobs_enqueued.inc();
-        self.state.wakeups.job_enqueued(&job);
-        tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
-        Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
+        let job = state.events.enqueue(new).await?;
+        Ok(JobCreated::Created(Json(
+            self.one(state, org.id, job).await?,
+        )))
     }
 
     /// Jobs of the organization, newest first, filtered. Multi-valued parameters accept comma
@@ -250,6 +237,7 @@ impl JobsApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         request: &poem::Request,
         organization: Path<String>,
@@ -269,7 +257,7 @@ impl JobsApi {
         #[oai(name = "initiator")]
         _initiator: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJob>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let raw = request.uri().query().unwrap_or_default();
         let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) else {
             let mut v = Validations::new();
@@ -277,7 +265,7 @@ impl JobsApi {
             return Err(v.into());
         };
         let (query, mut v) = parse_list_query(&pairs);
-        let initiator = initiator_filter(&self.state, &mut v, "initiator", query.initiator).await?;
+        let initiator = initiator_filter(state, &mut v, "initiator", query.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
             ids: query.ids,
@@ -285,12 +273,8 @@ impl JobsApi {
             tags: query.tags,
             initiator,
         };
-        let jobs = self
-            .state
-            .store
-            .list_jobs(org.id, &filter, query.limit)
-            .await?;
-        Ok(Json(present_all(&self.state, org.id, jobs).await?))
+        let jobs = state.store.list_jobs(org.id, &filter, query.limit).await?;
+        Ok(Json(present_all(state, org.id, jobs).await?))
     }
 
     /// One job.
@@ -298,15 +282,17 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn get(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
     ) -> Result<Json<ProvisionerJob>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let job = self.state.store.job(org.id, job.0).await?;
-        Ok(Json(self.one(org.id, job).await?))
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org.id, job.0).await?;
+        Ok(Json(self.one(state, org.id, job).await?))
     }
 
     /// Cancels a job: pending → canceled at once, running → canceling.
@@ -314,15 +300,17 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/cancel",
         method = "post"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn cancel(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
         /// Cancel only if the job is in this status (`pending` or `running`); 412 otherwise.
         expect_status: Query<Option<String>>,
     ) -> Result<Json<Message>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let expect = match expect_status.0.as_deref() {
             None => None,
             Some("pending") => Some(JobStatus::Pending),
@@ -336,10 +324,10 @@ impl JobsApi {
                 return Err(v.into());
             }
         };
-        let job = self.state.store.cancel_job(org.id, job.0, expect).await?;
-        self.state.metrics.job_finished(&job);
-        self.state.wakeups.job_event(job.id);
-        tracing::info!(job_id = %job.id, organization_id = %org.id, by = %caller.user.username, "job canceled");
+        state
+            .events
+            .cancel(org.id, job.0, expect, &caller.user.username)
+            .await?;
         Ok(Json(Message {
             message: "Job has been marked as canceled...".into(),
         }))
@@ -352,11 +340,12 @@ impl JobsApi {
     )]
     async fn cancel_many(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<CancelJobsRequest>,
     ) -> Result<Json<CancelJobsResponse>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         if body.ids.is_none()
@@ -385,7 +374,7 @@ impl JobsApi {
         if tags.as_ref().is_some_and(BTreeMap::is_empty) {
             v.push("tags", empty);
         }
-        let initiator = initiator_filter(&self.state, &mut v, "initiator", body.initiator).await?;
+        let initiator = initiator_filter(state, &mut v, "initiator", body.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
             ids: body.ids,
@@ -393,17 +382,10 @@ impl JobsApi {
             tags,
             initiator,
         };
-        let canceled = self
-            .state
-            .store
-            .cancel_jobs(org.id, &filter, |chunk| {
-                for job in chunk {
-                    self.state.metrics.job_finished(job);
-                    self.state.wakeups.job_event(job.id);
-                }
-            })
+        let canceled = state
+            .events
+            .cancel_many(org.id, &filter, &caller.user.username)
             .await?;
-        tracing::info!(organization_id = %org.id, count = canceled.len(), by = %caller.user.username, "jobs canceled in bulk");
         Ok(Json(CancelJobsResponse {
             count: canceled.len() as u64,
             canceled,
@@ -416,8 +398,10 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/logs",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn logs(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
@@ -426,13 +410,9 @@ impl JobsApi {
         #[oai(name = "follow")]
         _follow: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJobLog>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let job = self.state.store.job(org.id, job.0).await?;
-        let logs = self
-            .state
-            .store
-            .job_logs(job.id, after.0.unwrap_or(0))
-            .await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org.id, job.0).await?;
+        let logs = state.store.job_logs(job.id, after.0.unwrap_or(0)).await?;
         Ok(Json(logs.into_iter().map(Into::into).collect()))
     }
 }

@@ -1,43 +1,28 @@
 //! `/organizations`: list and read (members see theirs), create, update and delete (owners,
 //! and only with the `multiple_organizations` entitlement).
 
-use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
-use uuid::Uuid;
 
 use super::ApiTags;
 use super::access::org_for_member;
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use super::licenses::require_feature;
 use super::state::AppState;
 use super::users::{Created, Message};
 use crate::domain::license::entitlements::MULTIPLE_ORGANIZATIONS;
-use crate::domain::organization::{DEFAULT_KEYWORD, OrganizationFields, OrganizationInputError};
-use crate::entity::organization;
+use crate::domain::organization;
+use crate::domain::organization::OrganizationFields;
 use crate::store::organizations::{DeleteBlockers, OrganizationDeletion};
+pub use crate::wire::organizations::Organization;
 
-pub struct OrganizationsApi {
-    pub state: AppState,
-}
+pub struct OrganizationsApi;
 
-/// An organization as Coder shows it.
-#[derive(Object)]
-pub struct Organization {
-    id: Uuid,
-    name: String,
-    display_name: String,
-    description: String,
-    icon: String,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    is_default: bool,
-}
-
-impl From<organization::Model> for Organization {
-    fn from(o: organization::Model) -> Self {
+impl From<organization::Organization> for Organization {
+    fn from(o: organization::Organization) -> Self {
         Self {
             id: o.id,
             name: o.name,
@@ -71,25 +56,6 @@ impl From<OrganizationRequest> for OrganizationFields {
     }
 }
 
-fn input_error(e: OrganizationInputError) -> ApiError {
-    match e {
-        OrganizationInputError::ReservedDefault => {
-            let mut v = crate::domain::Validations::new();
-            v.push(
-                "name",
-                format!("\"{DEFAULT_KEYWORD}\" always means the default organization"),
-            );
-            ApiError::BadRequest(Json(
-                ErrorBody::new(format!(
-                    "Organization name \"{DEFAULT_KEYWORD}\" is reserved."
-                ))
-                .with_validations(v),
-            ))
-        }
-        OrganizationInputError::Invalid(v) => ApiError::validation(v),
-    }
-}
-
 /// "1 unfinished provisioner job and 2 provisioner keys".
 fn describe(blockers: DeleteBlockers) -> String {
     let count = |n: u64, what: &str| match n {
@@ -112,11 +78,12 @@ impl OrganizationsApi {
     /// then the role (403).
     async fn org_for_change(
         &self,
+        state: &AppState,
         caller: &Caller,
         ident: &str,
-    ) -> Result<organization::Model, ApiError> {
-        require_feature(&self.state, MULTIPLE_ORGANIZATIONS)?;
-        let org = org_for_member(&self.state, caller, ident).await?;
+    ) -> Result<organization::Organization, ApiError> {
+        require_feature(state, MULTIPLE_ORGANIZATIONS)?;
+        let org = org_for_member(state, caller, ident).await?;
         caller.require_owner()?;
         Ok(org)
     }
@@ -126,9 +93,13 @@ impl OrganizationsApi {
 impl OrganizationsApi {
     /// Organizations by name: owners see all, members theirs.
     #[oai(path = "/organizations", method = "get")]
-    async fn list(&self, caller: Caller) -> Result<Json<Vec<Organization>>, ApiError> {
+    async fn list(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<Vec<Organization>>, ApiError> {
         let member = (!caller.is_owner()).then_some(caller.user.id);
-        let orgs = self.state.store.list_organizations(member).await?;
+        let orgs = state.store.list_organizations(member).await?;
         Ok(Json(orgs.into_iter().map(Into::into).collect()))
     }
 
@@ -136,19 +107,16 @@ impl OrganizationsApi {
     #[oai(path = "/organizations", method = "post")]
     async fn create(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         body: Json<OrganizationRequest>,
     ) -> Result<Created<Organization>, ApiError> {
-        require_feature(&self.state, MULTIPLE_ORGANIZATIONS)?;
+        require_feature(state, MULTIPLE_ORGANIZATIONS)?;
         caller.require_owner()?;
         let new = OrganizationFields::from(body.0)
             .into_new()
-            .map_err(input_error)?;
-        let org = self
-            .state
-            .store
-            .create_organization(new, caller.user.id)
-            .await?;
+            .map_err(ApiError::from)?;
+        let org = state.store.create_organization(new, caller.user.id).await?;
         tracing::info!(organization_id = %org.id, name = %org.name, by = %caller.user.username, "organization created");
         Ok(Created::Created(Json(org.into())))
     }
@@ -157,10 +125,11 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "get")]
     async fn get(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Organization>, ApiError> {
-        let org = org_for_member(&self.state, &caller, &organization.0).await?;
+        let org = org_for_member(state, &caller, &organization.0).await?;
         Ok(Json(org.into()))
     }
 
@@ -168,15 +137,16 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "patch")]
     async fn update(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<OrganizationRequest>,
     ) -> Result<Json<Organization>, ApiError> {
-        let org = self.org_for_change(&caller, &organization.0).await?;
+        let org = self.org_for_change(state, &caller, &organization.0).await?;
         let patch = OrganizationFields::from(body.0)
             .into_patch()
-            .map_err(input_error)?;
-        let updated = self.state.store.update_organization(org.id, patch).await?;
+            .map_err(ApiError::from)?;
+        let updated = state.store.update_organization(org.id, patch).await?;
         tracing::info!(organization_id = %org.id, name = %updated.name, by = %caller.user.username, "organization updated");
         Ok(Json(updated.into()))
     }
@@ -186,16 +156,17 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "delete")]
     async fn delete(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Message>, ApiError> {
-        let org = self.org_for_change(&caller, &organization.0).await?;
+        let org = self.org_for_change(state, &caller, &organization.0).await?;
         if org.is_default {
             return Err(ApiError::bad_request(
                 "Default organization cannot be deleted.",
             ));
         }
-        match self.state.store.delete_organization(org.id).await? {
+        match state.store.delete_organization(org.id).await? {
             OrganizationDeletion::Deleted => {
                 tracing::info!(organization_id = %org.id, name = %org.name, by = %caller.user.username, "organization deleted");
                 Ok(Json(Message {

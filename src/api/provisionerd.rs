@@ -1,109 +1,38 @@
 //! The worker API daemons long-poll: acquire a job, report progress with logs, complete or
 //! fail it. Every call after acquire proves itself with the job's lease token.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi};
+use poem_openapi::{ApiResponse, OpenApi};
 use uuid::Uuid;
 
 use super::ApiTags;
 use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
-use super::job_views::{ProvisionerJobInput, ProvisionerJobMetadata};
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::job::{ErrorCode, LogLevel, LogSource, Provisioner};
+use crate::domain::daemon::Liveness;
+use crate::domain::job::{ErrorCode, Job, LogLevel, LogSource, Provisioner};
 use crate::domain::limits::{self, check_chars};
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
+use crate::domain::tags::Tags;
 use crate::queue::acquire::{Ask, acquire, acquire_many};
 use crate::store::daemons::DaemonRegistration;
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable, status_of};
+use crate::store::jobs::{MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
+use crate::wire::provisionerd::{
+    AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
+    CompleteJobRequest, FailJobRequest, LogLine, UpdateJobRequest, UpdateJobResponse,
+};
 
-pub struct ProvisionerdApi {
-    pub state: AppState,
-}
+pub struct ProvisionerdApi;
 
 /// Longest long-poll a daemon may ask for.
 pub const MAX_WAIT_SECONDS: i64 = 30;
 /// Most log lines one update may carry.
 pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireRequest {
-    /// The daemon's name (1–64 characters), unique per organization and owner.
-    pub name: Option<String>,
-    /// Provisioners it runs (default `["terraform"]`).
-    pub provisioners: Option<Vec<String>>,
-    /// Its tags (not with a provisioner key, whose tags are fixed).
-    /// A JSON object of string values.
-    pub tags: Option<serde_json::Value>,
-    /// Organization id or name (PSK and session auth; default: the default organization).
-    pub organization: Option<String>,
-    pub version: Option<String>,
-    /// How long to wait for a job (0–30 s, default 10).
-    pub wait_seconds: Option<i64>,
-}
-
-/// A job handed to a daemon.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquiredJob {
-    pub job_id: Uuid,
-    /// Present with every later call about this job.
-    pub lease_token: String,
-    #[oai(rename = "type")]
-    #[serde(rename = "type")]
-    pub job_type: String,
-    pub provisioner: String,
-    pub organization_id: Uuid,
-    pub initiator_id: Uuid,
-    pub input: ProvisionerJobInput,
-    pub tags: BTreeMap<String, String>,
-    pub file_id: Uuid,
-    pub metadata: ProvisionerJobMetadata,
-    pub created_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireResponse {
-    pub daemon_id: Uuid,
-    pub job: AcquiredJob,
-}
-
-/// Acquire up to `max_jobs` jobs, optionally reporting the daemon's finished job first.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireJobsRequest {
-    /// Who the daemon is and how long it waits: the fields of `/provisionerd/acquire`.
-    #[oai(flatten)]
-    #[serde(flatten)]
-    pub daemon: AcquireRequest,
-    /// Most jobs to hand out in this call (1–32, default 1): a daemon's free job slots.
-    pub max_jobs: Option<i64>,
-    /// A job this daemon finished, reported in the same transaction as the acquire.
-    pub report: Option<JobReport>,
-}
-
-/// The outcome of a job, as `/complete` (no `error`) or `/fail` (with `error`) would report it.
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct JobReport {
-    pub job_id: Uuid,
-    pub lease_token: Option<String>,
-    /// Present and non-empty: the job failed with this message.
-    pub error: Option<String>,
-    pub error_code: Option<String>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct AcquireJobsResponse {
-    pub daemon_id: Uuid,
-    /// The jobs handed out, oldest first; empty when none came within `wait_seconds`.
-    pub jobs: Vec<AcquiredJob>,
-}
 
 #[derive(ApiResponse)]
 pub enum AcquireResult {
@@ -115,58 +44,24 @@ pub enum AcquireResult {
     NoJob,
 }
 
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    pub level: Option<String>,
-    pub stage: Option<String>,
-    pub output: Option<String>,
-    pub source: Option<String>,
-    pub created_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct UpdateJobRequest {
-    pub lease_token: Option<String>,
-    pub logs: Option<Vec<LogLine>>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct UpdateJobResponse {
-    /// The job was canceled: stop it and complete (or fail) it.
-    pub canceled: bool,
-    pub logs_overflowed: bool,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct CompleteJobRequest {
-    pub lease_token: Option<String>,
-}
-
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-pub struct FailJobRequest {
-    pub lease_token: Option<String>,
-    pub error: Option<String>,
-    pub error_code: Option<String>,
-}
-
 #[derive(ApiResponse)]
 pub enum Done {
     #[oai(status = 204)]
     NoContent,
 }
 
-fn acquired(job: provisioner_job::Model, lease_token: String) -> AcquiredJob {
+fn acquired(job: Job, lease_token: String) -> AcquiredJob {
     AcquiredJob {
         job_id: job.id,
         lease_token,
-        job_type: job.job_type,
-        provisioner: job.provisioner,
+        job_type: job.job_type.as_str().to_string(),
+        provisioner: job.provisioner.as_str().to_string(),
         organization_id: job.organization_id,
         initiator_id: job.initiator_id,
-        input: serde_json::from_value(job.input).unwrap_or_default(),
-        tags: map_from_json(&job.tags),
+        input: job.input.into(),
+        tags: job.tags.as_map().clone(),
         file_id: job.file_id,
-        metadata: serde_json::from_value(job.metadata).unwrap_or_default(),
+        metadata: job.metadata.into(),
         created_at: job.created_at,
     }
 }
@@ -253,34 +148,9 @@ fn parse_failure(
 }
 
 impl ProvisionerdApi {
-    /// Records a claimed job with its side effects and turns it into the daemon's answer.
-    fn hand_out(
-        &self,
-        daemon: &crate::entity::provisioner_daemon::Model,
-        claim: Claim,
-    ) -> AcquiredJob {
-        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
-        self.state.metrics.job_acquired(&claim.job);
-        self.state.wakeups.job_event(claim.job.id);
-        acquired(claim.job, claim.lease_token)
-    }
-
-    /// The side effects of a finished job.
-    fn finished(&self, done: &provisioner_job::Model) {
-        self.state.metrics.job_finished(done);
-        self.state.wakeups.job_event(done.id);
-        match status_of(done) {
-            crate::domain::job::JobStatus::Failed => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
-            }
-            status => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %status, "job completed")
-            }
-        }
-    }
-
     async fn resolve_daemon(
         &self,
+        state: &AppState,
         auth: &DaemonAuth,
         body: AcquireRequest,
     ) -> Result<(DaemonRegistration, Duration), ApiError> {
@@ -321,7 +191,7 @@ impl ProvisionerdApi {
                     );
                 }
                 if let Some(org) = &body.organization {
-                    let resolved = self.state.store.resolve_organization(org).await.ok();
+                    let resolved = state.store.resolve_organization(org).await.ok();
                     if resolved.map(|o| o.id) != Some(key.organization_id) {
                         v.push(
                             "organization",
@@ -329,14 +199,11 @@ impl ProvisionerdApi {
                         );
                     }
                 }
-                (
-                    Some(key.organization_id),
-                    Some(Tags::from_stored(map_from_json(&key.tags))),
-                )
+                (Some(key.organization_id), Some(key.tags.clone()))
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
                 let org = match &body.organization {
-                    Some(ident) => match self.state.store.resolve_organization(ident).await {
+                    Some(ident) => match state.store.resolve_organization(ident).await {
                         Ok(o) => Some(o.id),
                         Err(crate::store::StoreError::NotFound) => {
                             v.push("organization", format!("no organization \"{ident}\""));
@@ -344,7 +211,7 @@ impl ProvisionerdApi {
                         }
                         Err(e) => return Err(e.into()),
                     },
-                    None => Some(self.state.store.default_organization_id().await?),
+                    None => Some(state.store.default_organization_id().await?),
                 };
                 let raw = super::jobs::parse_tags(
                     &mut v,
@@ -376,35 +243,35 @@ impl ProvisionerdApi {
     /// Registers (or refreshes) the daemon and hands it the next job it may run, waiting up to
     /// `wait_seconds` for one. 204 when none came.
     #[oai(path = "/provisionerd/acquire", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireRequest>,
     ) -> Result<AcquireResult, ApiError> {
         let peer = request.remote_addr().as_socket_addr().copied();
-        let (registration, wait) = self.resolve_daemon(&auth, body.0).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, body.0).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
-        let claim = acquire(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
-            gone,
-            daemon.id,
-            &runnable,
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
+        let ask = Ask {
+            daemon_id: daemon.id,
+            daemon_name: &daemon.name,
+            runnable: &runnable,
+            max_jobs: 1,
             wait,
-        )
-        .await?;
+        };
+        let claim = acquire(&state.claims, &state.shutdown, gone, &ask).await?;
         let Some(claim) = claim else {
             return Ok(AcquireResult::NoJob);
         };
-        let job = self.hand_out(&daemon, claim);
+        let job = acquired(claim.job, claim.lease_token);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
             job,
@@ -415,15 +282,15 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/deregister", method = "post")]
     async fn deregister(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
-        let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
-        let stale =
-            chrono::Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
-        self.state
+        let (registration, _) = self.resolve_daemon(state, &auth, body.0).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        state
             .store
-            .mark_daemon_offline(&registration, stale)
+            .mark_daemon_offline(&registration, liveness)
             .await?;
         tracing::info!(daemon = %registration.name, "daemon deregistered");
         Ok(Done::NoContent)
@@ -435,8 +302,10 @@ impl ProvisionerdApi {
     /// Always 200; `jobs` is empty when none came. A report whose lease is not the job's
     /// current one is a 409 (404 for another organization's job) and changes nothing.
     #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire_jobs(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireJobsRequest>,
@@ -475,36 +344,26 @@ impl ProvisionerdApi {
             }
         });
         v.finish()?;
-        let (registration, wait) = self.resolve_daemon(&auth, daemon).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, daemon).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
         let ask = Ask {
             daemon_id: daemon.id,
+            daemon_name: &daemon.name,
             runnable: &runnable,
             max_jobs: max_jobs as usize,
             wait,
         };
-        let (done, claimed) = acquire_many(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
-            gone,
-            &ask,
-            report,
-        )
-        .await?;
-        if let Some(done) = &done {
-            self.finished(done);
-        }
+        let (_, claimed) = acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
         let jobs = claimed
             .claims
             .into_iter()
-            .map(|claim| self.hand_out(&daemon, claim))
+            .map(|claim| acquired(claim.job, claim.lease_token))
             .collect();
         Ok(Json(AcquireJobsResponse {
             daemon_id: daemon.id,
@@ -514,8 +373,10 @@ impl ProvisionerdApi {
 
     /// Heartbeat with optional logs; answers whether the job was canceled.
     #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn update(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<UpdateJobRequest>,
@@ -525,15 +386,10 @@ impl ProvisionerdApi {
         let lease = required_lease(&mut v, body.lease_token);
         let logs = parse_logs(&mut v, body.logs);
         v.finish()?;
-        let had_logs = !logs.is_empty();
-        let beat = self
-            .state
-            .store
-            .heartbeat_job(job.0, auth.key_organization(), &lease, logs)
+        let beat = state
+            .events
+            .update(job.0, auth.key_organization(), &lease, logs)
             .await?;
-        if had_logs {
-            self.state.wakeups.job_event(job.0);
-        }
         Ok(Json(UpdateJobResponse {
             canceled: beat.canceled,
             logs_overflowed: beat.logs_overflowed,
@@ -542,8 +398,10 @@ impl ProvisionerdApi {
 
     /// Finishes the job successfully (or as canceled, if it was being canceled).
     #[oai(path = "/provisionerd/jobs/:job/complete", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn complete(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<CompleteJobRequest>,
@@ -551,19 +409,19 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.0.lease_token);
         v.finish()?;
-        let done = self
-            .state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, None)
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, None)
             .await?;
-        self.finished(&done);
         Ok(Done::NoContent)
     }
 
     /// Fails the job with an error message (and an optional error code).
     #[oai(path = "/provisionerd/jobs/:job/fail", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn fail(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<FailJobRequest>,
@@ -574,12 +432,10 @@ impl ProvisionerdApi {
         let failure = parse_failure(&mut v, "", body.error, body.error_code);
         v.finish()?;
         let failure = failure.expect("validated above");
-        let done = self
-            .state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, Some(failure))
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, Some(failure))
             .await?;
-        self.finished(&done);
         Ok(Done::NoContent)
     }
 }

@@ -14,26 +14,22 @@ use uuid::Uuid;
 use super::error::ApiError;
 use super::job_views::QueueNumbers;
 use super::state::AppState;
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_daemon;
-use crate::store::daemons::provisioners_of;
+use crate::domain::daemon::{Daemon, Liveness, can_run};
+use crate::domain::job::Provisioner;
+use crate::domain::tags::Tags;
 use crate::store::jobs::AheadQuery;
 
 /// Daemons that can run exactly the same jobs: same tags and provisioners.
 struct DaemonKind {
     tags: Tags,
-    provisioners: Vec<String>,
+    provisioners: Vec<Provisioner>,
     /// Whether any daemon of this kind is online.
     online: bool,
 }
 
 impl DaemonKind {
-    /// `Tags::satisfied_by` plus the provisioner, with a size check first: a job's tags must be
-    /// a subset of the daemon's, so a job with more tags than the daemon fails at once.
-    fn runs(&self, job_tags: &Tags, provisioner: &str) -> bool {
-        self.provisioners.iter().any(|p| p == provisioner)
-            && job_tags.as_map().len() <= self.tags.as_map().len()
-            && job_tags.satisfied_by(&self.tags)
+    fn runs(&self, job_tags: &Tags, provisioner: Provisioner) -> bool {
+        can_run(&self.tags, &self.provisioners, job_tags, provisioner)
     }
 }
 
@@ -46,28 +42,27 @@ pub struct DaemonIndex {
 }
 
 impl DaemonIndex {
-    /// Indexes `daemons`; those seen at or after `online_since` are online.
-    pub fn new(daemons: Vec<provisioner_daemon::Model>, online_since: DateTime<Utc>) -> Self {
+    /// Indexes `daemons`; `liveness` says which are online.
+    pub fn new(daemons: Vec<Daemon>, liveness: Liveness) -> Self {
         let mut kinds: Vec<DaemonKind> = Vec::new();
-        let mut by_key: HashMap<(String, Vec<String>), usize> = HashMap::new();
+        let mut by_key: HashMap<(String, Vec<&'static str>), usize> = HashMap::new();
         let mut ids = Vec::with_capacity(daemons.len());
         let mut names = HashMap::with_capacity(daemons.len());
         for d in daemons {
-            let tags = Tags::from_stored(map_from_json(&d.tags));
-            let mut provisioners = provisioners_of(&d);
-            provisioners.sort_unstable();
+            let mut provisioners = d.provisioners;
+            provisioners.sort_unstable_by_key(|p| p.as_str());
             provisioners.dedup();
-            let online = d.last_seen_at >= online_since;
-            let kind = *by_key
-                .entry((tags.key(), provisioners.clone()))
-                .or_insert_with(|| {
-                    kinds.push(DaemonKind {
-                        tags,
-                        provisioners,
-                        online: false,
-                    });
-                    kinds.len() - 1
+            let online = liveness.is_online(d.last_seen_at);
+            let tags = d.tags;
+            let serves = provisioners.iter().map(|p| p.as_str()).collect();
+            let kind = *by_key.entry((tags.key(), serves)).or_insert_with(|| {
+                kinds.push(DaemonKind {
+                    tags,
+                    provisioners,
+                    online: false,
                 });
+                kinds.len() - 1
+            });
             kinds[kind].online |= online;
             ids.push((d.id, kind));
             names.insert(d.id, d.name);
@@ -84,7 +79,7 @@ impl DaemonIndex {
     }
 
     /// Ids of the daemons (online or not) that can run a job, in the order they were read.
-    pub fn available(&self, job_tags: &Tags, provisioner: &str) -> Vec<Uuid> {
+    pub fn available(&self, job_tags: &Tags, provisioner: Provisioner) -> Vec<Uuid> {
         let runs: Vec<bool> = self
             .kinds
             .iter()
@@ -106,7 +101,7 @@ impl DaemonIndex {
 pub struct PendingJob<'a> {
     pub id: Uuid,
     pub tags_key: &'a str,
-    pub provisioner: &'a str,
+    pub provisioner: Provisioner,
     pub is_prebuild: bool,
     pub created_at: DateTime<Utc>,
 }
@@ -129,7 +124,7 @@ pub async fn queue_numbers(
         let set: BTreeSet<usize> = groups
             .iter()
             .enumerate()
-            .filter(|(_, g)| kind.runs(&g.tags, &g.provisioner))
+            .filter(|(_, g)| g.provisioner().is_some_and(|p| kind.runs(&g.tags, p)))
             .map(|(i, _)| i)
             .collect();
         if !set.is_empty() && !sets.iter().any(|(s, _)| *s == set) {
@@ -143,7 +138,7 @@ pub async fn queue_numbers(
     for (j, job) in jobs.iter().enumerate() {
         let Some(own) = groups
             .iter()
-            .position(|g| g.contains(job.tags_key, job.provisioner))
+            .position(|g| g.contains(job.tags_key, job.provisioner.as_str()))
         else {
             continue;
         };

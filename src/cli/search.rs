@@ -29,7 +29,7 @@ pub struct FilterArgs {
 pub use crate::domain::job_search::Filters;
 
 pub fn tag_pair(raw: &str) -> Result<(String, String), ClientError> {
-    crate::domain::job_search::tag_pair(raw).map_err(ClientError::Usage)
+    crate::domain::job_search::tag_pair(raw).map_err(|e| ClientError::Usage(e.to_string()))
 }
 
 impl FilterArgs {
@@ -45,9 +45,10 @@ impl FilterArgs {
             f.tags.insert(k, v);
         }
         if let Some(search) = &self.search {
-            f.apply_search(search).map_err(ClientError::Usage)?;
+            f.apply_search(search)
+                .map_err(|e| ClientError::Usage(e.to_string()))?;
         }
-        f.check().map_err(ClientError::Usage)?;
+        f.check().map_err(|e| ClientError::Usage(e.to_string()))?;
         Ok(f)
     }
 }

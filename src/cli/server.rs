@@ -5,7 +5,7 @@ use migration::{Migrator, MigratorTrait};
 
 use super::ServerArgs;
 use crate::config::{Overrides, Settings};
-use crate::shutdown::{Shutdown, on_termination};
+use crate::shutdown::on_termination;
 use crate::startup::{Application, SHUTDOWN_DEADLINE};
 use crate::store::Store;
 use crate::telemetry;
@@ -53,13 +53,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     )?;
     telemetry::init(settings.log_format);
     let app = Application::build(settings).await?;
-    let shutdown = Shutdown::new();
-    on_termination(shutdown.clone(), SHUTDOWN_DEADLINE)?;
+    let stages = on_termination(Some(SHUTDOWN_DEADLINE))?;
+    stages.exit_when_forced();
     announce(&format!("listening on http://{}", app.local_addr()));
     if let Some(addr) = app.metrics_addr() {
         announce(&format!("metrics on http://{addr}/metrics"));
     }
-    app.run(shutdown).await?;
+    app.run(stages.graceful.cancelled_owned()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
-pub use crate::api::provisionerd::{
+pub use crate::wire::provisionerd::{
     AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
     CompleteJobRequest, FailJobRequest, JobReport, LogLine, UpdateJobRequest, UpdateJobResponse,
 };
@@ -66,20 +66,6 @@ pub struct WorkerClient {
     /// `…/api/v2/provisionerd`.
     base: String,
     credential: Credential,
-}
-
-impl AcquireRequest {
-    /// A request for daemon `name` with every other field at its default.
-    pub fn named(name: impl Into<String>) -> Self {
-        Self {
-            name: Some(name.into()),
-            provisioners: None,
-            tags: None,
-            organization: None,
-            version: None,
-            wait_seconds: None,
-        }
-    }
 }
 
 impl WorkerClient {

@@ -1,7 +1,6 @@
 //! `/daemons`: each organization's daemons with their tags, provisioners, status, current job
 //! and when they were last seen.
 
-use chrono::Duration;
 use maud::{Markup, html};
 use poem::http::StatusCode;
 use poem::web::{Data, Query};
@@ -14,10 +13,9 @@ use super::session::Viewer;
 use super::time::time_el;
 use crate::api::AppState;
 use crate::api::daemon_auth::builtin_key_name;
+use crate::domain::daemon::{DaemonView, Liveness};
 use crate::domain::now;
-use crate::domain::tags::map_from_json;
-use crate::entity::organization;
-use crate::store::daemons::{DaemonView, provisioners_of};
+use crate::domain::organization::Organization;
 
 #[derive(Deserialize)]
 pub struct DaemonsQuery {
@@ -36,9 +34,9 @@ pub async fn page(
         .store
         .resolve_organization(q.organization.as_deref().unwrap_or("default"))
         .await?;
-    let organizations = state.store.all_organizations().await?;
-    let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-    let daemons = state.store.list_daemons(org.id, stale).await?;
+    let organizations = state.store.list_organizations(None).await?;
+    let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+    let daemons = state.store.list_daemons(org.id, liveness).await?;
     let body = render(&org, &organizations, &daemons);
     Ok(html_response(
         StatusCode::OK,
@@ -46,11 +44,7 @@ pub async fn page(
     ))
 }
 
-fn render(
-    org: &organization::Model,
-    organizations: &[organization::Model],
-    daemons: &[DaemonView],
-) -> Markup {
+fn render(org: &Organization, organizations: &[Organization], daemons: &[DaemonView]) -> Markup {
     let now = now();
     let count = |s: &str| daemons.iter().filter(|d| d.status.as_str() == s).count();
     html! {
@@ -80,8 +74,8 @@ fn render(
                     tr data-daemon-id=(d.daemon.id) {
                         td { (d.daemon.name) }
                         td { (status_badge(d.status.as_str())) }
-                        td { (tag_chips(&map_from_json(&d.daemon.tags))) }
-                        td { (provisioners_of(&d.daemon).join(", ")) }
+                        td { (tag_chips(d.daemon.tags.as_map())) }
+                        td { (d.daemon.provisioner_names().join(", ")) }
                         td {
                             @if let Some(job) = &d.current_job {
                                 a.mono href={ "/jobs/" (job.id) } { (job.id.to_string()[..8]) }

@@ -2,7 +2,6 @@
 //! and why it waits, its logs (followed live until it ends) and a cancel button that cancels only
 //! if the job is still in the status the page showed.
 
-use chrono::Duration;
 use maud::{Markup, html};
 use poem::http::StatusCode;
 use poem::web::{Data, Path};
@@ -18,10 +17,10 @@ use super::session::Viewer;
 use super::time::{exact, time_el};
 use crate::api::AppState;
 use crate::api::job_views::{ProvisionerJob, ProvisionerJobStatus as S, present_all};
+use crate::domain::daemon::{DaemonStatus, DaemonView, Liveness};
+use crate::domain::job::Job;
 use crate::domain::now;
-use crate::domain::tags::map_from_json;
-use crate::entity::{organization, provisioner_job};
-use crate::store::daemons::{DaemonStatus, DaemonView};
+use crate::domain::organization::Organization;
 
 /// `GET /jobs/{id}`.
 #[handler]
@@ -42,8 +41,8 @@ pub async fn page(
         .store
         .resolve_organization(&row.organization_id.to_string())
         .await?;
-    let stale = Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-    let daemons = state.store.list_daemons(org.id, stale).await?;
+    let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+    let daemons = state.store.list_daemons(org.id, liveness).await?;
     let job = present_all(state, org.id, vec![row.clone()])
         .await?
         .pop()
@@ -67,8 +66,8 @@ pub async fn page(
 }
 
 struct JobView {
-    org: organization::Model,
-    row: provisioner_job::Model,
+    org: Organization,
+    row: Job,
     job: ProvisionerJob,
     initiator: String,
     daemons: Vec<DaemonView>,
@@ -177,12 +176,11 @@ fn timeline(j: &ProvisionerJob) -> Markup {
 /// Why a pending job waits: no online daemon matches it, or who could run it and where it
 /// stands.
 fn waiting(v: &JobView) -> Markup {
-    let tags = map_from_json(&v.row.tags);
-    let job_tags = crate::domain::tags::Tags::from_stored(tags.clone());
+    let tags = v.row.tags.as_map();
     let capable: Vec<&DaemonView> = v
         .daemons
         .iter()
-        .filter(|d| crate::store::daemons::daemon_runs(&d.daemon, &job_tags, &v.row.provisioner))
+        .filter(|d| d.daemon.can_run(&v.row.tags, v.row.provisioner))
         .collect();
     let online: Vec<&&DaemonView> = capable
         .iter()

@@ -18,12 +18,12 @@ use crate::api::AppState;
 use crate::api::job_views::{ProvisionerJob, present_all};
 use crate::api::jobs::resolve_initiator;
 use crate::domain::Validations;
+use crate::domain::job_query::JobFilter;
 use crate::domain::job_query::parse_list_query;
-use crate::domain::job_search::Filters;
+use crate::domain::job_search::{Filters, SearchError};
 use crate::domain::now;
-use crate::entity::organization;
+use crate::domain::organization::Organization;
 use crate::store::console::JobCursor;
-use crate::store::jobs::JobFilter;
 
 /// Rows on one page at most, whatever `limit` asks: keeps a page small; `before` pages on.
 pub const MAX_ROWS: u64 = 200;
@@ -33,7 +33,7 @@ const CONSOLE_PARAMS: [&str; 3] = ["organization", "before", "search"];
 
 /// A request's query resolved into a filter.
 struct Selection {
-    organization: organization::Model,
+    organization: Organization,
     /// The list parameters as given, for links that keep the filter.
     list_params: Vec<(String, String)>,
     /// The filter as the operator wrote it (search box text, dialog text, cancel body).
@@ -71,7 +71,7 @@ pub fn jobs_url(pairs: &[(String, String)]) -> String {
 async fn select(
     state: &AppState,
     pairs: &[(String, String)],
-) -> Result<Result<Selection, (organization::Model, Validations)>, PageError> {
+) -> Result<Result<Selection, (Organization, Validations)>, PageError> {
     let organization = state
         .store
         .resolve_organization(first(pairs, "organization").unwrap_or("default"))
@@ -120,7 +120,7 @@ async fn select(
 }
 
 /// The search box's text as list parameters, or why it cannot be.
-fn search_redirect(pairs: &[(String, String)], search: &str) -> Result<String, String> {
+fn search_redirect(pairs: &[(String, String)], search: &str) -> Result<String, SearchError> {
     let mut filters = Filters::default();
     filters.apply_search(search)?;
     let mut params = filters.query();
@@ -147,10 +147,10 @@ pub async fn page(
     if let Some(search) = &search {
         match search_redirect(&pairs, search) {
             Ok(url) => return Ok(see_other(&url)),
-            Err(e) => errors.push("search", e),
+            Err(e) => errors.push("search", e.to_string()),
         }
     }
-    let organizations = state.store.all_organizations().await?;
+    let organizations = state.store.list_organizations(None).await?;
     let selection = if errors.is_empty() {
         select(state, &pairs).await?
     } else {
@@ -269,8 +269,8 @@ pub async fn usernames(
 }
 
 struct JobsView {
-    organization: organization::Model,
-    organizations: Vec<organization::Model>,
+    organization: Organization,
+    organizations: Vec<Organization>,
     search_text: String,
     errors: Validations,
     listing: Option<(Selection, Listing)>,

@@ -14,9 +14,9 @@ use super::page::{Nav, html_response, shell};
 use super::session::Viewer;
 use super::time::time_el;
 use crate::api::AppState;
+use crate::domain::license::LicenseRecord;
 use crate::domain::license::{Entitlement, Snapshot, decode_claims_unverified, humanize};
 use crate::domain::now;
-use crate::entity::license;
 
 /// `GET /licenses`.
 #[handler]
@@ -48,7 +48,7 @@ fn claim_time(claims: &Value, key: &str) -> Option<DateTime<Utc>> {
         .and_then(|s| DateTime::from_timestamp(s, 0))
 }
 
-fn render(viewer: &Viewer, s: &Snapshot, licenses: &[license::Model]) -> Markup {
+fn render(viewer: &Viewer, s: &Snapshot, licenses: &[LicenseRecord]) -> Markup {
     let now = now();
     html! {
         h1 { "Licenses" }

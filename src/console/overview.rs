@@ -14,7 +14,7 @@ use super::time::duration_words;
 use crate::api::AppState;
 use crate::domain::job::JobStatus;
 use crate::domain::now;
-use crate::entity::organization;
+use crate::domain::organization::Organization;
 use crate::store::overview::QueueOverview;
 
 /// How often the script re-reads the numbers (the issue asks for at most 5 s).
@@ -25,7 +25,7 @@ pub const REFRESH_MS: u64 = 4000;
 pub async fn page(viewer: Viewer, Data(state): Data<&AppState>) -> Result<Response, PageError> {
     // The organizations whose queue the API shows this user: all for owners, their own for
     // members.
-    let mut organizations = state.store.all_organizations().await?;
+    let mut organizations = state.store.list_organizations(None).await?;
     if !viewer.is_owner() {
         let mine = state
             .store
@@ -56,7 +56,7 @@ const STATUSES: [JobStatus; 6] = [
     JobStatus::Canceled,
 ];
 
-fn render(viewer: &Viewer, sections: &[(organization::Model, QueueOverview)]) -> Markup {
+fn render(viewer: &Viewer, sections: &[(Organization, QueueOverview)]) -> Markup {
     html! {
         div.heading {
             h1 { "Overview" }
@@ -101,7 +101,7 @@ fn prebuilds(paused: bool) -> Markup {
     }
 }
 
-fn org_section(org: &organization::Model, q: &QueueOverview) -> Markup {
+fn org_section(org: &Organization, q: &QueueOverview) -> Markup {
     let jobs_link = |status: &str| {
         let mut params = vec![("status".to_string(), status.to_string())];
         if !org.is_default {

@@ -3,6 +3,20 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::tags::Tags;
+
+/// A value that is not one of a fixed set of names (a status, a job type, a provisioner, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{value}\" is not a valid {what} (one of {allowed})")]
+pub struct UnknownName {
+    pub value: String,
+    /// What the value should have named ("status", "job type", …).
+    pub what: &'static str,
+    /// The names it may be, comma-separated.
+    pub allowed: String,
+}
 
 /// A job's status, derived by [`derive_status`] in Rust and by [`STATUS_SQL`] in queries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -41,15 +55,14 @@ impl JobStatus {
         }
     }
 
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, UnknownName> {
         Self::ALL
             .into_iter()
             .find(|s| s.as_str() == value)
-            .ok_or_else(|| {
-                format!(
-                    "\"{value}\" is not a valid status (one of {})",
-                    Self::ALL.map(Self::as_str).join(", ")
-                )
+            .ok_or_else(|| UnknownName {
+                value: value.to_string(),
+                what: "status",
+                allowed: Self::ALL.map(Self::as_str).join(", "),
             })
     }
 
@@ -119,6 +132,88 @@ pub const STATUS_SQL: &str = "CASE \
     WHEN started_at IS NULL THEN 'pending' \
     ELSE 'running' END";
 
+/// A provisioner job, as read from the database: every column already parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The failure message; `None` when empty.
+    pub error: Option<String>,
+    pub error_code: Option<ErrorCode>,
+    pub organization_id: Uuid,
+    pub initiator_id: Uuid,
+    pub is_prebuild: bool,
+    pub provisioner: Provisioner,
+    pub job_type: JobType,
+    pub input: JobInput,
+    pub file_id: Uuid,
+    pub tags: Tags,
+    /// The tags as canonical text ([`Tags::key`]), for grouping by tag set.
+    pub tags_key: String,
+    pub metadata: JobMetadata,
+    /// The daemon that claimed it.
+    pub worker_id: Option<Uuid>,
+    /// The hash of the current lease's secret.
+    pub lease_token: Option<String>,
+    pub logs_length: i64,
+    pub logs_overflowed: bool,
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        derive_status(
+            self.started_at,
+            self.canceled_at,
+            self.completed_at,
+            self.error.as_deref(),
+        )
+    }
+}
+
+/// What a job works on (stored as JSON; absent fields are `None`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobInput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_version_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_build_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Names shown to people: which template and workspace a job belongs to (stored as JSON;
+/// absent fields are empty).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JobMetadata {
+    pub template_version_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<Uuid>,
+    pub template_name: String,
+    pub template_display_name: String,
+    pub template_icon: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub workspace_name: String,
+}
+
+/// One log line of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobLog {
+    pub id: i64,
+    pub job_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub source: LogSource,
+    pub level: LogLevel,
+    pub stage: String,
+    pub output: String,
+}
+
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident, $what:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$m])*
@@ -132,14 +227,14 @@ macro_rules! string_enum {
                 match self { $($name::$variant => $text),+ }
             }
 
-            pub fn parse(value: &str) -> Result<Self, String> {
+            pub fn parse(value: &str) -> Result<Self, UnknownName> {
                 match value {
                     $($text => Ok($name::$variant),)+
-                    other => Err(format!(
-                        "\"{other}\" is not a valid {} (one of {})",
-                        $what,
-                        [$($text),+].join(", ")
-                    )),
+                    other => Err(UnknownName {
+                        value: other.to_string(),
+                        what: $what,
+                        allowed: [$($text),+].join(", "),
+                    }),
                 }
             }
         }
@@ -229,6 +324,7 @@ mod tests {
         assert!(
             JobType::parse("build")
                 .unwrap_err()
+                .to_string()
                 .contains("workspace_build")
         );
         assert_eq!(Provisioner::parse("echo"), Ok(Provisioner::Echo));

@@ -9,7 +9,12 @@ use uuid::Uuid;
 
 use super::Validations;
 use super::job::JobStatus;
-use super::limits::check_tags;
+use super::tags::parse_string_map_text;
+
+/// An `ids` value that is not a UUID.
+#[derive(Debug, thiserror::Error)]
+#[error("\"{0}\" is not a valid UUID")]
+struct NotAUuid(String);
 
 pub const DEFAULT_LIMIT: u64 = 50;
 pub const MAX_LIMIT: u64 = 10_000;
@@ -24,6 +29,17 @@ pub struct ListQuery {
     pub statuses: Option<Vec<JobStatus>>,
     pub tags: Option<BTreeMap<String, String>>,
     pub initiator: Option<String>,
+}
+
+/// Which jobs (of one organization) a list or a bulk cancel selects. `None` parts do not filter; an empty list
+/// matches no job (it never widens a selection to everything).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub ids: Option<Vec<Uuid>>,
+    pub statuses: Option<Vec<JobStatus>>,
+    /// The job's tags must contain these (an exactly untagged filter matches untagged jobs).
+    pub tags: Option<BTreeMap<String, String>>,
+    pub initiator: Option<Uuid>,
 }
 
 /// Values of a multi-valued parameter: repeated, comma-separated, or both.
@@ -68,11 +84,11 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> (ListQuery, Validations) 
         }
     }
     q.ids = list(&mut v, "ids", &values("ids"), |raw| {
-        Uuid::parse_str(raw).map_err(|_| format!("\"{raw}\" is not a valid UUID"))
+        Uuid::parse_str(raw).map_err(|_| NotAUuid(raw.to_string()))
     });
     q.statuses = list(&mut v, "status", &values("status"), JobStatus::parse);
     if let Some(raw) = single(&mut v, "tags") {
-        q.tags = v.check("tags", parse_tag_filter(&raw));
+        q.tags = v.check("tags", parse_string_map_text(&raw));
     }
     if let Some(raw) = single(&mut v, "initiator") {
         let raw = raw.trim().to_string();
@@ -87,11 +103,11 @@ pub fn parse_list_query(pairs: &[(String, String)]) -> (ListQuery, Validations) 
 
 /// A multi-valued parameter: `None` when absent, else every value parsed. Present without any
 /// value is a validation: an empty list selects nothing, so it is never taken as "all".
-fn list<T>(
+fn list<T, E: std::fmt::Display>(
     v: &mut Validations,
     key: &str,
     raw: &[&str],
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, E>,
 ) -> Option<Vec<T>> {
     if raw.is_empty() {
         return None;
@@ -109,24 +125,6 @@ fn list<T>(
         .filter_map(|raw| v.check(key, parse(raw)))
         .collect();
     Some(parsed)
-}
-
-/// `tags=` must be a JSON object of string values.
-fn parse_tag_filter(raw: &str) -> Result<BTreeMap<String, String>, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(raw).map_err(|e| format!("must be a JSON object: {e}"))?;
-    let map = value
-        .as_object()
-        .ok_or("must be a JSON object of string values")?;
-    let mut tags = BTreeMap::new();
-    for (k, v) in map {
-        let s = v
-            .as_str()
-            .ok_or_else(|| format!("the value of \"{k}\" must be a string"))?;
-        tags.insert(k.clone(), s.to_string());
-    }
-    check_tags(&tags)?;
-    Ok(tags)
 }
 
 #[cfg(test)]

@@ -15,11 +15,28 @@ pub struct Filters {
     pub ids: Vec<String>,
 }
 
+/// Why a search (or a `--tag`) could not be read. Each message is what the user reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("tag \"{0}\" must look like key=value")]
+    NotATagPair(String),
+    #[error("search term \"{0}\" must look like key:value (initiator:, status:, tag:, id:)")]
+    NotATerm(String),
+    #[error("two different initiators given")]
+    TwoInitiators,
+    #[error("unknown search key \"{0}\" (use initiator:, status:, tag:, id:)")]
+    UnknownKey(String),
+    #[error(transparent)]
+    Status(#[from] super::job::UnknownName),
+    #[error("\"{0}\" is not a job id (a UUID)")]
+    NotAJobId(String),
+}
+
 /// Splits `key=value`; the key must not be empty.
-pub fn tag_pair(raw: &str) -> Result<(String, String), String> {
+pub fn tag_pair(raw: &str) -> Result<(String, String), SearchError> {
     match raw.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("tag \"{raw}\" must look like key=value")),
+        _ => Err(SearchError::NotATagPair(raw.to_string())),
     }
 }
 
@@ -40,16 +57,14 @@ impl Filters {
 
     /// Adds the terms of a search string to these filters. A second, different initiator is an
     /// error rather than a silent override.
-    pub fn apply_search(&mut self, search: &str) -> Result<(), String> {
+    pub fn apply_search(&mut self, search: &str) -> Result<(), SearchError> {
         for term in search.split_whitespace() {
             let Some((key, value)) = term.split_once(':') else {
-                return Err(format!(
-                    "search term \"{term}\" must look like key:value (initiator:, status:, tag:, id:)"
-                ));
+                return Err(SearchError::NotATerm(term.to_string()));
             };
             match key {
                 "initiator" if self.initiator.as_deref().is_some_and(|i| i != value) => {
-                    return Err("two different initiators given".into());
+                    return Err(SearchError::TwoInitiators);
                 }
                 "initiator" => self.initiator = Some(value.to_string()),
                 "status" => self.statuses.extend(list(value)),
@@ -58,11 +73,7 @@ impl Filters {
                     self.tags.insert(k, v);
                 }
                 "id" => self.ids.extend(list(value)),
-                other => {
-                    return Err(format!(
-                        "unknown search key \"{other}\" (use initiator:, status:, tag:, id:)"
-                    ));
-                }
+                other => return Err(SearchError::UnknownKey(other.to_string())),
             }
         }
         Ok(())
@@ -88,13 +99,13 @@ impl Filters {
 
     /// Statuses and ids checked before any request, so a typo is reported as the client's
     /// mistake at once.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SearchError> {
         for s in &self.statuses {
             crate::domain::job::JobStatus::parse(s)?;
         }
         for id in &self.ids {
             if uuid::Uuid::parse_str(id).is_err() {
-                return Err(format!("\"{id}\" is not a job id (a UUID)"));
+                return Err(SearchError::NotAJobId(id.clone()));
             }
         }
         Ok(())
@@ -159,7 +170,7 @@ impl Filters {
 mod tests {
     use super::*;
 
-    fn search(s: &str) -> Result<Filters, String> {
+    fn search(s: &str) -> Result<Filters, SearchError> {
         let mut f = Filters::default();
         f.apply_search(s).map(|()| f)
     }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use super::tags::TagsError;
+
 /// Tags a job, daemon, provisioner key or tag filter may carry (before `scope`/`owner` are
 /// added by normalisation).
 pub const MAX_TAGS: usize = 64;
@@ -42,22 +44,29 @@ pub const MAX_LOG_STAGE_CHARS: usize = 256;
 pub const MAX_URI_BYTES: usize = 16 * 1024;
 
 /// At most `max` characters.
-pub fn check_chars(value: &str, max: usize) -> Result<(), String> {
-    let n = value.chars().count();
-    if n > max {
-        return Err(format!("must be at most {max} characters (got {n})"));
+pub fn check_chars(value: &str, max: usize) -> Result<(), LimitError> {
+    let got = value.chars().count();
+    if got > max {
+        return Err(LimitError::Chars { max, got });
     }
     Ok(())
 }
 
 /// At most `max` bytes once serialised.
-pub fn check_bytes(len: usize, max: usize) -> Result<(), String> {
+pub fn check_bytes(len: usize, max: usize) -> Result<(), LimitError> {
     if len > max {
-        return Err(format!(
-            "must be at most {max} bytes serialised (got {len})"
-        ));
+        return Err(LimitError::Bytes { max, got: len });
     }
     Ok(())
+}
+
+/// A value over one of the limits above.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("must be at most {max} characters (got {got})")]
+    Chars { max: usize, got: usize },
+    #[error("must be at most {max} bytes serialised (got {got})")]
+    Bytes { max: usize, got: usize },
 }
 
 /// The start of a possibly huge value, for an error message.
@@ -71,35 +80,24 @@ fn shown(value: &str) -> String {
 
 /// Tag count, key and value lengths, the size of the whole set, and no NUL (PostgreSQL cannot
 /// store it, and it is never meaningful).
-pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), TagsError> {
     if tags.len() > MAX_TAGS {
-        return Err(format!(
-            "at most {MAX_TAGS} tags are allowed (got {})",
-            tags.len()
-        ));
+        return Err(TagsError::TooMany(tags.len()));
     }
     for (k, v) in tags {
         if k.contains('\0') || v.contains('\0') {
-            return Err("tag keys and values must not contain NUL characters".into());
+            return Err(TagsError::Nul);
         }
         if k.chars().count() > MAX_TAG_KEY_CHARS {
-            return Err(format!(
-                "the tag key \"{}\" is longer than {MAX_TAG_KEY_CHARS} characters",
-                shown(k)
-            ));
+            return Err(TagsError::KeyTooLong(shown(k)));
         }
         if v.chars().count() > MAX_TAG_VALUE_CHARS {
-            return Err(format!(
-                "the value of \"{}\" is longer than {MAX_TAG_VALUE_CHARS} characters",
-                shown(k)
-            ));
+            return Err(TagsError::ValueTooLong(shown(k)));
         }
     }
     let size = serde_json::to_vec(tags).map_or(usize::MAX, |b| b.len());
     if size > MAX_TAG_SET_BYTES {
-        return Err(format!(
-            "the tags must be at most {MAX_TAG_SET_BYTES} bytes as JSON (got {size})"
-        ));
+        return Err(TagsError::TooLarge(size));
     }
     Ok(())
 }
@@ -129,6 +127,7 @@ mod tests {
         assert!(
             check_tags(&tags(&heavy))
                 .unwrap_err()
+                .to_string()
                 .contains("2048 bytes")
         );
         let too_many: Vec<_> = (0..=MAX_TAGS)
@@ -137,10 +136,11 @@ mod tests {
         assert!(
             check_tags(&tags(&too_many))
                 .unwrap_err()
+                .to_string()
                 .contains("at most 64")
         );
         let long_key = tags(&[("k".repeat(MAX_TAG_KEY_CHARS + 1), String::new())]);
-        assert!(check_tags(&long_key).unwrap_err().contains("…"));
+        assert!(check_tags(&long_key).unwrap_err().to_string().contains("…"));
         let long_value = tags(&[("k".into(), "é".repeat(MAX_TAG_VALUE_CHARS + 1))]);
         assert!(check_tags(&long_value).is_err());
         assert!(check_tags(&tags(&[("a\0".into(), "b".into())])).is_err());

@@ -1,6 +1,7 @@
 //! Pure types and rules: no sea-orm, no poem. Requests become these types at the edge, so code
 //! past the handlers never sees an unchecked name, token or password.
 
+pub mod daemon;
 pub mod job;
 pub mod job_query;
 pub mod job_search;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod organization;
 pub mod secrets;
 pub mod tags;
+pub mod user;
 pub mod validation;
 
 use chrono::{DateTime, SubsecRound, Utc};

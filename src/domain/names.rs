@@ -8,22 +8,55 @@ use super::limits::{MAX_EMAIL_CHARS, MAX_FULL_NAME_CHARS, MAX_NAME_CHARS};
 /// Words that would collide with route segments such as `/users/me`.
 const RESERVED_USERNAMES: &[&str] = &["me"];
 
+/// Why a name, address, password or text field was refused. Each message is a validation's
+/// `detail` (the password's is also the whole error message, as in Coder).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most {max} characters")]
+    TooLong { max: usize },
+    #[error("must be alphanumeric with single hyphens in between (no leading or trailing hyphen)")]
+    NotAName,
+    #[error("\"{0}\" is reserved")]
+    ReservedUsername(String),
+    #[error("\"{0}\" is a reserved name")]
+    ReservedName(String),
+    #[error("must be a valid email address")]
+    NotAnEmail,
+    #[error(transparent)]
+    Limit(#[from] super::limits::LimitError),
+    #[error("must not have leading or trailing white space")]
+    Padded,
+    #[error("must not contain control characters")]
+    ControlCharacters,
+    #[error("Password must be at least 6 characters.")]
+    PasswordTooShort,
+    #[error("Password must be at most 64 characters.")]
+    PasswordTooLong,
+    #[error("must be at most {max} bytes (got {got})")]
+    TooManyBytes { max: usize, got: usize },
+    #[error("must not start or end with a blank")]
+    BlankEnds,
+    #[error("must not contain a line feed")]
+    LineFeed,
+}
+
 /// Checks Coder's name rule: 1–32 ASCII alphanumerics in groups joined by single hyphens.
-pub(crate) fn check_name(value: &str) -> Result<(), String> {
+pub(crate) fn check_name(value: &str) -> Result<(), NameError> {
     if value.is_empty() {
-        return Err("must not be empty".into());
+        return Err(NameError::Empty);
     }
     if value.len() > MAX_NAME_CHARS {
-        return Err(format!("must be at most {MAX_NAME_CHARS} characters"));
+        return Err(NameError::TooLong {
+            max: MAX_NAME_CHARS,
+        });
     }
     let valid = value
         .split('-')
         .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric()));
     if !valid {
-        return Err(
-            "must be alphanumeric with single hyphens in between (no leading or trailing hyphen)"
-                .into(),
-        );
+        return Err(NameError::NotAName);
     }
     Ok(())
 }
@@ -33,10 +66,10 @@ pub(crate) fn check_name(value: &str) -> Result<(), String> {
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(value: String) -> Result<Self, String> {
+    pub fn parse(value: String) -> Result<Self, NameError> {
         check_name(&value)?;
         if RESERVED_USERNAMES.contains(&value.to_ascii_lowercase().as_str()) {
-            return Err(format!("\"{value}\" is reserved"));
+            return Err(NameError::ReservedUsername(value));
         }
         Ok(Self(value))
     }
@@ -50,10 +83,10 @@ impl Username {
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(value: String) -> Result<Self, String> {
+    pub fn parse(value: String) -> Result<Self, NameError> {
         let value = value.trim().to_ascii_lowercase();
         let Some((local, domain)) = value.split_once('@') else {
-            return Err("must be a valid email address".into());
+            return Err(NameError::NotAnEmail);
         };
         let ok = !local.is_empty()
             && !domain.is_empty()
@@ -63,7 +96,7 @@ impl Email {
             && value.chars().count() <= MAX_EMAIL_CHARS
             && !value.chars().any(|c| c.is_whitespace() || c.is_control());
         if !ok {
-            return Err("must be a valid email address".into());
+            return Err(NameError::NotAnEmail);
         }
         Ok(Self(value))
     }
@@ -77,13 +110,13 @@ impl Email {
 pub struct FullName(String);
 
 impl FullName {
-    pub fn parse(value: String) -> Result<Self, String> {
+    pub fn parse(value: String) -> Result<Self, NameError> {
         super::limits::check_chars(&value, MAX_FULL_NAME_CHARS)?;
         if value.trim() != value {
-            return Err("must not have leading or trailing white space".into());
+            return Err(NameError::Padded);
         }
         if value.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
+            return Err(NameError::ControlCharacters);
         }
         Ok(Self(value))
     }
@@ -97,13 +130,13 @@ impl FullName {
 pub struct Password(String);
 
 impl Password {
-    pub fn parse(value: String) -> Result<Self, String> {
+    pub fn parse(value: String) -> Result<Self, NameError> {
         let len = value.chars().count();
         if len < 6 {
-            return Err("Password must be at least 6 characters.".into());
+            return Err(NameError::PasswordTooShort);
         }
         if len > 64 {
-            return Err("Password must be at most 64 characters.".into());
+            return Err(NameError::PasswordTooLong);
         }
         Ok(Self(value))
     }

@@ -1,9 +1,12 @@
 //! What an organization may be called and described as. Requests become [`NewOrganization`] or
 //! [`OrganizationPatch`] at the edge, so the store only ever sees checked values.
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use super::Validations;
 use super::limits::{MAX_DESCRIPTION_CHARS, MAX_DISPLAY_NAME_BYTES, MAX_ICON_CHARS};
-use super::names::check_name;
+use super::names::{NameError, check_name};
 
 /// The path keyword that always means the default organization; no organization may take it
 /// as its name, or `/organizations/default` would be ambiguous.
@@ -17,11 +20,11 @@ const RESERVED_NAMES: &[&str] = &["new", "create"];
 pub struct OrganizationName(String);
 
 impl OrganizationName {
-    pub fn parse(value: String) -> Result<Self, String> {
+    pub fn parse(value: String) -> Result<Self, NameError> {
         check_name(&value)?;
         let lower = value.to_ascii_lowercase();
         if RESERVED_NAMES.contains(&lower.as_str()) || lower == DEFAULT_KEYWORD {
-            return Err(format!("\"{value}\" is a reserved name"));
+            return Err(NameError::ReservedName(value));
         }
         Ok(Self(value))
     }
@@ -40,42 +43,44 @@ pub fn is_default_keyword(value: &str) -> bool {
 /// then uses the name); otherwise at most 64 bytes, no blank at either end and no line feed
 /// anywhere. Blanks are what Go's `\s` means (space, `\t`, `\n`, `\f`, `\r`), so inner
 /// control characters such as "k\r\rm" pass, as Coder's `TestTemplateDisplayNameValid` says.
-pub fn check_display_name(value: String) -> Result<String, String> {
+pub fn check_display_name(value: String) -> Result<String, NameError> {
     if value.is_empty() {
         return Ok(value);
     }
     if value.len() > MAX_DISPLAY_NAME_BYTES {
-        return Err(format!(
-            "must be at most {MAX_DISPLAY_NAME_BYTES} bytes (got {})",
-            value.len()
-        ));
+        return Err(NameError::TooManyBytes {
+            max: MAX_DISPLAY_NAME_BYTES,
+            got: value.len(),
+        });
     }
     let blank = |c: Option<char>| matches!(c, Some(' ' | '\t' | '\n' | '\x0C' | '\r'));
     if blank(value.chars().next()) || blank(value.chars().last()) {
-        return Err("must not start or end with a blank".into());
+        return Err(NameError::BlankEnds);
     }
     if value.contains('\n') {
-        return Err("must not contain a line feed".into());
+        return Err(NameError::LineFeed);
     }
     Ok(value)
 }
 
-fn check_len(max: usize) -> impl Fn(String) -> Result<String, String> {
+fn check_len(max: usize) -> impl Fn(String) -> Result<String, NameError> {
     move |value| {
         if value.chars().count() > max {
-            Err(format!("must be at most {max} characters"))
+            Err(NameError::TooLong { max })
         } else {
             Ok(value)
         }
     }
 }
 
-/// Why a create or patch body was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a create or patch body was refused (`api::error` answers each with a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrganizationInputError {
     /// The name is the `default` keyword.
+    #[error("Organization name \"{DEFAULT_KEYWORD}\" is reserved.")]
     ReservedDefault,
     /// One or more field rules failed.
+    #[error("Validation failed.")]
     Invalid(Validations),
 }
 
@@ -167,6 +172,19 @@ impl OrganizationFields {
         v.finish().map_err(OrganizationInputError::Invalid)?;
         Ok(patch)
     }
+}
+
+/// An organization, as read from the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub description: String,
+    pub icon: String,
+    pub is_default: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

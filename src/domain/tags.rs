@@ -17,12 +17,12 @@ impl Tags {
     /// Normalises raw tags: no `scope` → `scope=organization`; `scope=user` → `owner` = `user`
     /// (the initiator, or for daemons the authenticating user); any other scope →
     /// `scope=organization, owner=""`. Within the limits of [`check_tags`] (no NUL either).
-    pub fn normalize(raw: BTreeMap<String, String>, user: Option<Uuid>) -> Result<Self, String> {
+    pub fn normalize(raw: BTreeMap<String, String>, user: Option<Uuid>) -> Result<Self, TagsError> {
         check_tags(&raw)?;
         let mut tags = raw;
         let scope = tags.get(SCOPE).cloned().unwrap_or_default();
         if scope == SCOPE_USER {
-            let user = user.ok_or("scope \"user\" needs an authenticated user")?;
+            let user = user.ok_or(TagsError::UserScopeWithoutUser)?;
             tags.insert(OWNER.into(), user.to_string());
         } else {
             tags.insert(SCOPE.into(), SCOPE_ORGANIZATION.into());
@@ -73,6 +73,66 @@ impl Tags {
 }
 
 pub use super::limits::check_tags;
+
+/// Why tags given by a client were refused. Each message is a validation's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagsError {
+    #[error("must be a JSON object: {0}")]
+    NotJson(String),
+    #[error("must be an object of string values, not {0}")]
+    NotAnObject(serde_json::Value),
+    #[error("the value of \"{key}\" must be a string, not {value}")]
+    NotAString {
+        key: String,
+        value: serde_json::Value,
+    },
+    #[error("at most {max} tags are allowed (got {0})", max = super::limits::MAX_TAGS)]
+    TooMany(usize),
+    #[error("tag keys and values must not contain NUL characters")]
+    Nul,
+    /// The key, shortened for the message.
+    #[error(
+        "the tag key \"{0}\" is longer than {max} characters",
+        max = super::limits::MAX_TAG_KEY_CHARS
+    )]
+    KeyTooLong(String),
+    /// The key whose value is too long, shortened for the message.
+    #[error(
+        "the value of \"{0}\" is longer than {max} characters",
+        max = super::limits::MAX_TAG_VALUE_CHARS
+    )]
+    ValueTooLong(String),
+    #[error(
+        "the tags must be at most {max} bytes as JSON (got {0})",
+        max = super::limits::MAX_TAG_SET_BYTES
+    )]
+    TooLarge(usize),
+    #[error("scope \"user\" needs an authenticated user")]
+    UserScopeWithoutUser,
+}
+
+/// The one reader of "a JSON object of strings" a client sends as tags (of a job, a daemon, a
+/// key, or a list filter), within the tag limits.
+pub fn parse_string_map(value: serde_json::Value) -> Result<BTreeMap<String, String>, TagsError> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(TagsError::NotAnObject(value));
+    };
+    let tags = map
+        .into_iter()
+        .map(|(key, value)| match value {
+            serde_json::Value::String(s) => Ok((key, s)),
+            value => Err(TagsError::NotAString { key, value }),
+        })
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    check_tags(&tags)?;
+    Ok(tags)
+}
+
+/// [`parse_string_map`] of JSON text (a query parameter).
+pub fn parse_string_map_text(raw: &str) -> Result<BTreeMap<String, String>, TagsError> {
+    let value = serde_json::from_str(raw).map_err(|e| TagsError::NotJson(e.to_string()))?;
+    parse_string_map(value)
+}
 
 /// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
 pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {

@@ -26,22 +26,26 @@ impl Validations {
     }
 
     /// Records the error of `result` under `field` and returns its value, if any.
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+    pub fn check<T, E: std::fmt::Display>(
+        &mut self,
+        field: &str,
+        result: Result<T, E>,
+    ) -> Option<T> {
         match result {
             Ok(v) => Some(v),
             Err(detail) => {
-                self.push(field, detail);
+                self.push(field, detail.to_string());
                 None
             }
         }
     }
 
     /// Takes a required field: missing is a validation of its own.
-    pub fn required<T>(
+    pub fn required<T, E: std::fmt::Display>(
         &mut self,
         field: &str,
         value: Option<String>,
-        parse: impl FnOnce(String) -> Result<T, String>,
+        parse: impl FnOnce(String) -> Result<T, E>,
     ) -> Option<T> {
         match value {
             None => {

@@ -1,3 +1,6 @@
+//! `api_keys`: session tokens. The id is the token's public half; only a hash of the secret
+//! half is kept, with a sliding expiry (`store::sessions`).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

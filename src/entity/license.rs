@@ -1,3 +1,6 @@
+//! `licenses`: uploaded license JWTs with their expiry; the store hands them up as
+//! `domain::license::LicenseRecord`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

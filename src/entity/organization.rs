@@ -1,3 +1,6 @@
+//! `organizations`: tenants of the deployment; exactly one has `is_default`. The store hands
+//! them up as `domain::organization::Organization`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

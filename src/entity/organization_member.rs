@@ -1,3 +1,6 @@
+//! `organization_members`: which user belongs to which organization (the default one for
+//! every user).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

@@ -1,3 +1,7 @@
+//! `provisioner_daemons`: registered daemons, unique per organization, name and owner tag;
+//! `tags` is a JSON object of strings, `provisioners` a JSON array of names. The store hands
+//! them up as `domain::daemon::Daemon`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

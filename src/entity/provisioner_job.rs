@@ -1,3 +1,7 @@
+//! `provisioner_jobs`: the queue. The status is never stored: it follows from the timestamps
+//! and `error` (`domain::job::derive_status`). `input`, `metadata` and `tags` are JSON; the
+//! store hands rows up as `domain::job::Job`, failing on a row that does not parse.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

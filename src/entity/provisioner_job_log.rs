@@ -1,3 +1,6 @@
+//! `provisioner_job_logs`: log lines of jobs in id order, capped per job
+//! (`store::logs`); handed up as `domain::job::JobLog`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

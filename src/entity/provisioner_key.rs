@@ -1,3 +1,7 @@
+//! `provisioner_keys`: secrets daemons authenticate with, per organization, with the tags
+//! their daemons take on; only a hash of the secret is kept. Handed up as
+//! `domain::daemon::ProvisionerKey`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

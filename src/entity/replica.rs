@@ -1,3 +1,6 @@
+//! `replicas`: the running server processes, each refreshing its row while alive
+//! (`store::replicas`).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

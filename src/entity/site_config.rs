@@ -1,3 +1,6 @@
+//! `site_configs`: deployment-wide key/value settings (the deployment id, whether prebuilds are
+//! paused, the first-user marker).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

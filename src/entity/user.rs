@@ -1,3 +1,6 @@
+//! `users`: accounts with a hashed password; `roles` is comma-separated text (`owner` or
+//! none). Handed up as `domain::user::User`.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]

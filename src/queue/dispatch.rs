@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::domain::tags::{Tags, map_from_json};
-use crate::entity::provisioner_job;
+use crate::domain::job::Job;
+use crate::domain::tags::Tags;
 use crate::store::jobs::{Runnable, group_key};
 
 /// How long "this kind of daemon has nothing to claim" is trusted without a claim, and how
@@ -37,12 +37,12 @@ pub struct JobHint {
 }
 
 impl JobHint {
-    pub fn of(job: &provisioner_job::Model) -> Self {
+    pub fn of(job: &Job) -> Self {
         Self {
             id: job.id,
             organization_id: job.organization_id,
-            provisioner: job.provisioner.clone(),
-            tags: Tags::from_stored(map_from_json(&job.tags)),
+            provisioner: job.provisioner.as_str().to_string(),
+            tags: job.tags.clone(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Wakeups;
+use super::{JobEvents, Wakeups};
 use crate::config::ReaperSettings;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -17,8 +17,7 @@ use crate::store::{Store, StoreError, StoreResult, unavailability};
 #[derive(Clone)]
 pub struct Reaper {
     store: Store,
-    wakeups: Wakeups,
-    metrics: Arc<Metrics>,
+    events: JobEvents,
     policy: ReapPolicy,
     interval: Duration,
     daemon_purge_after: chrono::Duration,
@@ -34,9 +33,8 @@ impl Reaper {
         // At most a century, so `at - after` can never overflow.
         let secs = |s: u64| chrono::Duration::seconds(s.min(100 * 365 * 24 * 3600) as i64);
         Self {
+            events: JobEvents::new(store.clone(), metrics, wakeups),
             store,
-            wakeups,
-            metrics,
             policy: ReapPolicy {
                 hung_after: secs(settings.hung_after_secs),
                 pending_after: secs(settings.pending_after_secs),
@@ -49,19 +47,7 @@ impl Reaper {
 
     /// One pass as if the time were `at` (tests inject a clock this way).
     pub async fn run_once(&self, at: DateTime<Utc>) -> StoreResult<Vec<ReapedJob>> {
-        let reaped = self.store.reap_jobs(at, self.policy).await?;
-        for job in &reaped {
-            tracing::warn!(
-                job_id = %job.id,
-                organization_id = %job.organization_id,
-                reason = job.reason.as_str(),
-                "job reaped: {}",
-                job.error
-            );
-            self.metrics.job_reaped(job);
-            self.wakeups.job_event(job.id);
-        }
-        Ok(reaped)
+        self.events.reap(at, self.policy).await
     }
 
     /// Deletes the daemons not seen for `daemon_purge_after_secs` as if the time were `at`.

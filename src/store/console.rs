@@ -7,8 +7,9 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::jobs::JobFilter;
 use super::{Store, StoreResult};
+use crate::domain::job::Job;
+use crate::domain::job_query::JobFilter;
 use crate::entity::provisioner_job::{self as job, Column};
 
 /// Where a page of the newest-first job list continues: strictly older than this job.
@@ -18,8 +19,8 @@ pub struct JobCursor {
     pub id: Uuid,
 }
 
-impl From<&job::Model> for JobCursor {
-    fn from(j: &job::Model) -> Self {
+impl From<&Job> for JobCursor {
+    fn from(j: &Job) -> Self {
         Self {
             created_at: j.created_at,
             id: j.id,
@@ -39,7 +40,7 @@ impl Store {
         filter: &JobFilter,
         before: Option<JobCursor>,
         limit: u64,
-    ) -> StoreResult<Vec<job::Model>> {
+    ) -> StoreResult<Vec<Job>> {
         let mut condition = self.filter_condition(organization_id, filter);
         if let Some(c) = before {
             condition = condition.add(
@@ -52,13 +53,14 @@ impl Store {
                     ),
             );
         }
-        Ok(job::Entity::find()
+        let rows = job::Entity::find()
             .filter(condition)
             .order_by_desc(Column::CreatedAt)
             .order_by_desc(Column::Id)
             .limit(limit)
             .all(self.connection())
-            .await?)
+            .await?;
+        super::rows::all(rows)
     }
 
     /// How many jobs match `filter`, and how many of them a bulk cancel would cancel (one scan).

@@ -12,9 +12,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::jobs::status_of;
-use super::{Store, StoreError, StoreResult};
-use crate::domain::job::{JobStatus, Provisioner};
+use super::{Store, StoreError, StoreResult, rows};
+use crate::domain::daemon::{Daemon, DaemonJob, DaemonView, Liveness};
+use crate::domain::job::{Job, Provisioner};
 use crate::domain::now;
 use crate::domain::tags::Tags;
 use crate::entity::{provisioner_daemon as daemon, provisioner_job as job, provisioner_key};
@@ -28,60 +28,6 @@ pub struct DaemonRegistration {
     pub tags: Tags,
     pub provisioners: Vec<Provisioner>,
     pub version: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DaemonStatus {
-    Idle,
-    Busy,
-    Offline,
-}
-
-impl DaemonStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Idle => "idle",
-            Self::Busy => "busy",
-            Self::Offline => "offline",
-        }
-    }
-}
-
-/// A job as shown on a daemon (current or previous).
-#[derive(Debug, Clone)]
-pub struct DaemonJob {
-    pub id: Uuid,
-    pub status: JobStatus,
-}
-
-#[derive(Debug, Clone)]
-pub struct DaemonView {
-    pub daemon: daemon::Model,
-    pub key_name: Option<String>,
-    pub status: DaemonStatus,
-    pub current_job: Option<DaemonJob>,
-    pub previous_job: Option<DaemonJob>,
-}
-
-/// The provisioners a daemon row serves.
-pub fn provisioners_of(d: &daemon::Model) -> Vec<String> {
-    d.provisioners
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether a daemon may run a job with these (normalised) tags and provisioner; the
-/// organization is the caller's to check.
-pub fn daemon_runs(d: &daemon::Model, job_tags: &Tags, provisioner: &str) -> bool {
-    provisioners_of(d).iter().any(|p| p == provisioner)
-        && job_tags.satisfied_by(&Tags::from_stored(crate::domain::tags::map_from_json(
-            &d.tags,
-        )))
 }
 
 /// Most daemons one replica remembers before it forgets the idle ones.
@@ -104,14 +50,8 @@ pub(crate) struct SeenDaemons {
 #[derive(Debug, Clone)]
 struct Registered {
     registration: DaemonRegistration,
-    row: daemon::Model,
+    row: Daemon,
     at: Instant,
-}
-
-impl Default for SeenDaemons {
-    fn default() -> Self {
-        Self::new(std::time::Duration::from_secs(90))
-    }
 }
 
 impl SeenDaemons {
@@ -156,7 +96,7 @@ impl SeenDaemons {
     }
 
     /// The row of an identical registration written moments ago, if any.
-    fn recent(&self, reg: &DaemonRegistration) -> Option<daemon::Model> {
+    fn recent(&self, reg: &DaemonRegistration) -> Option<Daemon> {
         let registered = self.registered.lock().expect("not poisoned");
         let hit = registered.get(&registration_key(reg))?;
         (hit.registration == *reg && hit.at.elapsed() < self.every).then(|| hit.row.clone())
@@ -174,7 +114,7 @@ impl SeenDaemons {
         }
     }
 
-    fn remember(&self, reg: DaemonRegistration, row: daemon::Model) {
+    fn remember(&self, reg: DaemonRegistration, row: Daemon) {
         let now = Instant::now();
         let mut registered = self.registered.lock().expect("not poisoned");
         if registered.len() >= SEEN_CAPACITY {
@@ -225,7 +165,7 @@ impl Store {
     /// registration moments after the last one is answered from memory (see [`SeenDaemons`]).
     /// A new daemon in an organization that has `limits.daemons_per_organization` already is
     /// refused with a conflict; existing daemons keep working.
-    pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<daemon::Model> {
+    pub async fn register_daemon(&self, reg: DaemonRegistration) -> StoreResult<Daemon> {
         if let Some(row) = self.seen.recent(&reg) {
             return Ok(row);
         }
@@ -265,23 +205,23 @@ impl Store {
             )
             .exec_with_returning_many(self.connection())
             .await?;
-        let row = rows.pop().expect("an upsert returns its row");
+        let row = Daemon::try_from(rows.pop().expect("an upsert returns its row"))?;
         self.seen.remember(remembered, row.clone());
         Ok(row)
     }
 
-    /// Marks a daemon that is shutting down offline at once (its `last_seen_at` moves just past
-    /// `stale_after`), so lists do not show it idle until it goes stale.
+    /// Marks a daemon that is shutting down offline at once (its `last_seen_at` moves just
+    /// before `liveness` counts it online), so lists do not show it idle until it goes stale.
     pub async fn mark_daemon_offline(
         &self,
         reg: &DaemonRegistration,
-        stale_after: Duration,
+        liveness: Liveness,
     ) -> StoreResult<()> {
         self.seen.forget(reg);
         daemon::Entity::update_many()
             .col_expr(
                 daemon::Column::LastSeenAt,
-                Expr::value(now() - stale_after - Duration::seconds(1)),
+                Expr::value(liveness.online_since() - Duration::seconds(1)),
             )
             .filter(daemon::Column::OrganizationId.eq(reg.organization_id))
             .filter(daemon::Column::Name.eq(reg.name.clone()))
@@ -291,17 +231,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn daemon_by_id(&self, id: Uuid) -> StoreResult<Option<daemon::Model>> {
-        Ok(daemon::Entity::find_by_id(id)
-            .one(self.connection())
-            .await?)
-    }
-
-    /// Daemons of an organization with status and jobs; `stale_after` decides "offline".
+    /// Daemons of an organization with status and jobs.
     pub async fn list_daemons(
         &self,
         organization_id: Uuid,
-        stale_after: Duration,
+        liveness: Liveness,
     ) -> StoreResult<Vec<DaemonView>> {
         let db = self.connection();
         let daemons = daemon::Entity::find()
@@ -313,24 +247,20 @@ impl Store {
             .filter(provisioner_key::Column::OrganizationId.eq(organization_id))
             .all(db)
             .await?;
-        let cutoff = now() - stale_after;
         let mut views = Vec::with_capacity(daemons.len());
         for d in daemons {
-            let recent = job::Entity::find()
-                .filter(job::Column::WorkerId.eq(d.id))
-                .order_by_desc(job::Column::StartedAt)
-                .limit_jobs(2)
-                .all(db)
-                .await?;
+            let d = Daemon::try_from(d)?;
+            let recent: Vec<Job> = rows::all(
+                job::Entity::find()
+                    .filter(job::Column::WorkerId.eq(d.id))
+                    .order_by_desc(job::Column::StartedAt)
+                    .limit_jobs(2)
+                    .all(db)
+                    .await?,
+            )?;
             let current = recent.iter().find(|j| j.completed_at.is_none());
             let previous = recent.iter().find(|j| j.completed_at.is_some());
-            let status = if d.last_seen_at < cutoff {
-                DaemonStatus::Offline
-            } else if current.is_some() {
-                DaemonStatus::Busy
-            } else {
-                DaemonStatus::Idle
-            };
+            let status = liveness.status(d.last_seen_at, current.is_some());
             let key_name = d.key_id.and_then(|k| {
                 keys.iter()
                     .find(|key| key.id == k)
@@ -341,11 +271,11 @@ impl Store {
                 status,
                 current_job: current.map(|j| DaemonJob {
                     id: j.id,
-                    status: status_of(j),
+                    status: j.status(),
                 }),
                 previous_job: previous.map(|j| DaemonJob {
                     id: j.id,
-                    status: status_of(j),
+                    status: j.status(),
                 }),
                 daemon: d,
             });
@@ -353,31 +283,18 @@ impl Store {
         Ok(views)
     }
 
-    /// Daemons of an organization seen since `since` (the online ones).
-    pub async fn online_daemons(
-        &self,
-        organization_id: Uuid,
-        since: DateTime<Utc>,
-    ) -> StoreResult<Vec<daemon::Model>> {
-        Ok(daemon::Entity::find()
-            .filter(daemon::Column::OrganizationId.eq(organization_id))
-            .filter(daemon::Column::LastSeenAt.gte(since))
-            .all(self.connection())
-            .await?)
-    }
-
-    /// Every daemon of every organization (for metrics).
-    pub async fn daemons_everywhere(&self) -> StoreResult<Vec<daemon::Model>> {
-        Ok(daemon::Entity::find().all(self.connection()).await?)
-    }
-
-    /// Every daemon of an organization, online or not.
-    pub async fn all_daemons(&self, organization_id: Uuid) -> StoreResult<Vec<daemon::Model>> {
-        Ok(daemon::Entity::find()
-            .filter(daemon::Column::OrganizationId.eq(organization_id))
+    /// Every daemon, online or not, of one organization or (`None`, for metrics) of all, in
+    /// registration order.
+    pub async fn daemons(&self, organization_id: Option<Uuid>) -> StoreResult<Vec<Daemon>> {
+        let mut query = daemon::Entity::find();
+        if let Some(org) = organization_id {
+            query = query.filter(daemon::Column::OrganizationId.eq(org));
+        }
+        let rows = query
             .order_by_asc(daemon::Column::CreatedAt)
             .all(self.connection())
-            .await?)
+            .await?;
+        rows::all(rows)
     }
 }
 

@@ -10,6 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, is_unique_violation};
+use crate::domain::license::LicenseRecord;
 use crate::domain::now;
 use crate::entity::{license, user};
 
@@ -27,7 +28,7 @@ pub struct NewLicense {
 
 impl Store {
     /// Stores a license; `Conflict` when the same JWT (or license id) is already stored.
-    pub async fn insert_license(&self, new: NewLicense) -> StoreResult<license::Model> {
+    pub async fn insert_license(&self, new: NewLicense) -> StoreResult<LicenseRecord> {
         let duplicate = license::Entity::find()
             .filter(license::Column::Jwt.eq(new.jwt.as_str()))
             .count(self.connection())
@@ -45,6 +46,7 @@ impl Store {
         }
         .insert(self.connection())
         .await
+        .map(LicenseRecord::from)
         .map_err(|e| {
             if is_unique_violation(&e) {
                 StoreError::conflict(DUPLICATE_LICENSE, None)
@@ -55,20 +57,22 @@ impl Store {
     }
 
     /// Every stored license, oldest first (by id).
-    pub async fn list_licenses(&self) -> StoreResult<Vec<license::Model>> {
-        Ok(license::Entity::find()
+    pub async fn list_licenses(&self) -> StoreResult<Vec<LicenseRecord>> {
+        let rows = license::Entity::find()
             .order_by_asc(license::Column::Id)
             .all(self.connection())
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(LicenseRecord::from).collect())
     }
 
     /// Licenses whose grace period has not ended at `at`, by id.
-    pub async fn unexpired_licenses(&self, at: DateTime<Utc>) -> StoreResult<Vec<license::Model>> {
-        Ok(license::Entity::find()
+    pub async fn unexpired_licenses(&self, at: DateTime<Utc>) -> StoreResult<Vec<LicenseRecord>> {
+        let rows = license::Entity::find()
             .filter(license::Column::Exp.gt(at))
             .order_by_asc(license::Column::Id)
             .all(self.connection())
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(LicenseRecord::from).collect())
     }
 
     /// Deletes a license; `NotFound` when there is none with that id.

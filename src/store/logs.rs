@@ -9,7 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Store, StoreResult};
-use crate::domain::job::{LogLevel, LogSource};
+use crate::domain::job::{JobLog, LogLevel, LogSource};
 use crate::entity::provisioner_job_log;
 
 /// A job keeps at most this many bytes of log output; later lines are dropped.
@@ -30,18 +30,15 @@ pub struct NewLog {
 
 impl Store {
     /// Lines of a job with id greater than `after`, in id order.
-    pub async fn job_logs(
-        &self,
-        job_id: Uuid,
-        after: i64,
-    ) -> StoreResult<Vec<provisioner_job_log::Model>> {
-        Ok(provisioner_job_log::Entity::find()
+    pub async fn job_logs(&self, job_id: Uuid, after: i64) -> StoreResult<Vec<JobLog>> {
+        let rows = provisioner_job_log::Entity::find()
             .filter(provisioner_job_log::Column::JobId.eq(job_id))
             .filter(provisioner_job_log::Column::Id.gt(after))
             .order_by_asc(provisioner_job_log::Column::Id)
             .limit(MAX_LOGS_PER_READ)
             .all(self.connection())
-            .await?)
+            .await?;
+        super::rows::all(rows)
     }
 }
 

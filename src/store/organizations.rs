@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, is_unique_violation};
 use crate::domain::now;
-use crate::domain::organization::{NewOrganization, OrganizationPatch, is_default_keyword};
+use crate::domain::organization::{
+    NewOrganization, Organization, OrganizationPatch, is_default_keyword,
+};
 use crate::entity::{organization, organization_member, provisioner_job, provisioner_key};
 
 /// Shown when creating an organization whose name is taken (as in Coder).
@@ -34,11 +36,12 @@ pub enum OrganizationDeletion {
 
 impl Store {
     /// The organization every deployment has from its first start.
-    pub async fn default_organization(&self) -> StoreResult<organization::Model> {
+    pub async fn default_organization(&self) -> StoreResult<Organization> {
         organization::Entity::find()
             .filter(organization::Column::IsDefault.eq(true))
             .one(self.connection())
             .await?
+            .map(Organization::from)
             .ok_or(StoreError::NotFound)
     }
 
@@ -55,7 +58,7 @@ impl Store {
     /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`. Names
     /// (and the keyword) are compared ignoring case, as in Coder: they are unique regardless
     /// of case, so `Acme` finds `acme`.
-    pub async fn resolve_organization(&self, ident: &str) -> StoreResult<organization::Model> {
+    pub async fn resolve_organization(&self, ident: &str) -> StoreResult<Organization> {
         if is_default_keyword(ident) {
             return self.default_organization().await;
         }
@@ -68,15 +71,8 @@ impl Store {
         query
             .one(self.connection())
             .await?
+            .map(Organization::from)
             .ok_or(StoreError::NotFound)
-    }
-
-    /// Every organization, for labelling metrics.
-    pub async fn all_organizations(&self) -> StoreResult<Vec<organization::Model>> {
-        Ok(organization::Entity::find()
-            .order_by_asc(organization::Column::Name)
-            .all(self.connection())
-            .await?)
     }
 
     pub async fn is_member(&self, organization_id: Uuid, user_id: Uuid) -> StoreResult<bool> {
@@ -101,10 +97,7 @@ impl Store {
     }
 
     /// Every organization (`member: None`) or those `member` belongs to, ordered by name.
-    pub async fn list_organizations(
-        &self,
-        member: Option<Uuid>,
-    ) -> StoreResult<Vec<organization::Model>> {
+    pub async fn list_organizations(&self, member: Option<Uuid>) -> StoreResult<Vec<Organization>> {
         let mut query = organization::Entity::find().order_by_asc(organization::Column::Name);
         if let Some(user_id) = member {
             let memberships = organization_member::Entity::find()
@@ -114,7 +107,8 @@ impl Store {
                 .into_query();
             query = query.filter(organization::Column::Id.in_subquery(memberships));
         }
-        Ok(query.all(self.connection()).await?)
+        let rows = query.all(self.connection()).await?;
+        Ok(rows.into_iter().map(Organization::from).collect())
     }
 
     /// Creates an organization with `creator` as its first member. `Conflict` when the name is
@@ -123,7 +117,7 @@ impl Store {
         &self,
         new: NewOrganization,
         creator: Uuid,
-    ) -> StoreResult<organization::Model> {
+    ) -> StoreResult<Organization> {
         let txn = self.connection().begin().await?;
         if name_taken(&txn, new.name.as_str(), None).await? {
             return Err(StoreError::conflict(NAME_TAKEN, None));
@@ -150,7 +144,7 @@ impl Store {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        Ok(created)
+        Ok(created.into())
     }
 
     /// Applies a patch; renaming to a taken name is a `Conflict` on the `name` field.
@@ -158,7 +152,7 @@ impl Store {
         &self,
         id: Uuid,
         patch: OrganizationPatch,
-    ) -> StoreResult<organization::Model> {
+    ) -> StoreResult<Organization> {
         let txn = self.connection().begin().await?;
         let current = organization::Entity::find_by_id(id)
             .one(&txn)
@@ -196,7 +190,7 @@ impl Store {
             })
         })?;
         txn.commit().await?;
-        Ok(updated)
+        Ok(updated.into())
     }
 
     /// Deletes a non-default organization unless unfinished jobs or provisioner keys remain;

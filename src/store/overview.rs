@@ -9,8 +9,8 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait};
 use uuid::Uuid;
 
-use super::daemons::{DaemonStatus, daemon_runs};
 use super::{Store, StoreResult};
+use crate::domain::daemon::{DaemonStatus, Liveness};
 use crate::domain::job::{JobStatus, STATUS_SQL};
 use crate::entity::provisioner_job::{self as job, Column};
 
@@ -60,7 +60,8 @@ impl Store {
             .collect();
         let (mut enqueued_recently, mut finished_recently, mut oldest_pending) = (0, 0, None);
         for row in self.status_rows(organization_id, since).await? {
-            let status = JobStatus::parse(&row.status).map_err(sea_orm::DbErr::Type)?;
+            let status =
+                JobStatus::parse(&row.status).map_err(|e| sea_orm::DbErr::Type(e.to_string()))?;
             jobs.insert(status, row.count);
             enqueued_recently += row.enqueued;
             finished_recently += row.finished;
@@ -69,26 +70,16 @@ impl Store {
             }
         }
 
-        let daemons = self.all_daemons(organization_id).await?;
+        let daemons = self.daemons(Some(organization_id)).await?;
         let busy = self.busy_worker_ids(Some(organization_id)).await?;
-        let cutoff = now - stale_after;
-        let mut by_status: BTreeMap<&'static str, i64> = [
-            DaemonStatus::Idle,
-            DaemonStatus::Busy,
-            DaemonStatus::Offline,
-        ]
-        .into_iter()
-        .map(|s| (s.as_str(), 0))
-        .collect();
+        let liveness = Liveness::at(now, stale_after);
+        let mut by_status: BTreeMap<&'static str, i64> = DaemonStatus::ALL
+            .into_iter()
+            .map(|s| (s.as_str(), 0))
+            .collect();
         let mut online = Vec::new();
         for d in &daemons {
-            let status = if d.last_seen_at < cutoff {
-                DaemonStatus::Offline
-            } else if busy.contains(&d.id) {
-                DaemonStatus::Busy
-            } else {
-                DaemonStatus::Idle
-            };
+            let status = liveness.status(d.last_seen_at, busy.contains(&d.id));
             *by_status.entry(status.as_str()).or_default() += 1;
             if status != DaemonStatus::Offline {
                 online.push(d);
@@ -102,9 +93,8 @@ impl Store {
                 .await?
                 .iter()
                 .filter(|g| {
-                    !online
-                        .iter()
-                        .any(|d| daemon_runs(d, &g.tags, &g.provisioner))
+                    !g.provisioner()
+                        .is_some_and(|p| online.iter().any(|d| d.can_run(&g.tags, p)))
                 })
                 .map(|g| g.count())
                 .sum()

@@ -6,6 +6,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, is_unique_violation};
+use crate::domain::daemon::ProvisionerKey;
 use crate::domain::now;
 use crate::domain::secrets::{hash_secret, random_secret};
 use crate::domain::tags::Tags;
@@ -21,7 +22,7 @@ impl Store {
         organization_id: Uuid,
         name: &str,
         tags: &Tags,
-    ) -> StoreResult<(provisioner_key::Model, String)> {
+    ) -> StoreResult<(ProvisionerKey, String)> {
         let secret = random_secret(KEY_LEN);
         let model = provisioner_key::ActiveModel {
             id: Set(Uuid::new_v4()),
@@ -43,18 +44,19 @@ impl Store {
                 e.into()
             }
         })?;
-        Ok((model, secret))
+        Ok((model.try_into()?, secret))
     }
 
     pub async fn list_provisioner_keys(
         &self,
         organization_id: Uuid,
-    ) -> StoreResult<Vec<provisioner_key::Model>> {
-        Ok(provisioner_key::Entity::find()
+    ) -> StoreResult<Vec<ProvisionerKey>> {
+        let rows = provisioner_key::Entity::find()
             .filter(provisioner_key::Column::OrganizationId.eq(organization_id))
             .order_by_asc(provisioner_key::Column::Name)
             .all(self.connection())
-            .await?)
+            .await?;
+        super::rows::all(rows)
     }
 
     pub async fn delete_provisioner_key(
@@ -77,10 +79,12 @@ impl Store {
     pub async fn authenticate_provisioner_key(
         &self,
         secret: &str,
-    ) -> StoreResult<Option<provisioner_key::Model>> {
-        Ok(provisioner_key::Entity::find()
+    ) -> StoreResult<Option<ProvisionerKey>> {
+        provisioner_key::Entity::find()
             .filter(provisioner_key::Column::HashedSecret.eq(hash_secret(secret)))
             .one(self.connection())
-            .await?)
+            .await?
+            .map(ProvisionerKey::try_from)
+            .transpose()
     }
 }

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{Store, StoreResult};
 use crate::domain::now;
 use crate::domain::secrets::{SessionToken, hash_secret, secret_matches};
+use crate::domain::user::User;
 use crate::entity::{api_key, user};
 
 /// How long a session lives without use.
@@ -19,7 +20,7 @@ const REFRESH_AFTER: Duration = Duration::minutes(1);
 /// What checking a presented token found.
 #[derive(Debug)]
 pub enum SessionCheck {
-    Valid(user::Model),
+    Valid(User),
     /// No key with that id, or the secret does not match.
     Invalid,
     Expired(DateTime<Utc>),
@@ -76,7 +77,7 @@ impl Store {
                 .exec(self.connection())
                 .await?;
         }
-        Ok(SessionCheck::Valid(owner))
+        Ok(SessionCheck::Valid(owner.into()))
     }
 
     /// Ends a session (logout).

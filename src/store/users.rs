@@ -11,8 +11,7 @@ use crate::domain::names::{Email, FullName, Username};
 use crate::domain::now;
 use crate::entity::{organization_member, site_config, user};
 
-/// Site role of an owner; members have none.
-pub const ROLE_OWNER: &str = "owner";
+use crate::domain::user::{ROLE_OWNER, User};
 
 /// Marker row whose primary key makes "create the first user" succeed exactly once, even when
 /// two requests race on two replicas.
@@ -38,7 +37,7 @@ impl Store {
 
     /// Creates the first user as an owner of the default organization. `Conflict` once any
     /// first user exists.
-    pub async fn create_first_user(&self, new: NewUser) -> StoreResult<(user::Model, Uuid)> {
+    pub async fn create_first_user(&self, new: NewUser) -> StoreResult<(User, Uuid)> {
         let org = self.default_organization().await?;
         let txn = self.connection().begin().await?;
         let marker = site_config::ActiveModel {
@@ -60,44 +59,47 @@ impl Store {
         .exec(&txn)
         .await?;
         txn.commit().await?;
-        Ok((created, org.id))
+        Ok((created.into(), org.id))
     }
 
     /// Creates a member of the default organization.
-    pub async fn create_member(&self, new: NewUser) -> StoreResult<user::Model> {
+    pub async fn create_member(&self, new: NewUser) -> StoreResult<User> {
         let org = self.default_organization().await?;
         let txn = self.connection().begin().await?;
         let created = insert_user(&txn, new, "", org.id).await?;
         txn.commit().await?;
-        Ok(created)
+        Ok(created.into())
     }
 
     /// Every user but the system ones, oldest first (`GET /users`, owners only).
-    pub async fn all_users(&self) -> StoreResult<Vec<user::Model>> {
+    pub async fn all_users(&self) -> StoreResult<Vec<User>> {
         use sea_orm::QueryOrder;
-        Ok(user::Entity::find()
+        let rows = user::Entity::find()
             .filter(user::Column::IsSystem.eq(false))
             .order_by_asc(user::Column::CreatedAt)
             .all(self.connection())
-            .await?)
+            .await?;
+        Ok(rows.into_iter().map(User::from).collect())
     }
 
-    pub async fn user_by_id(&self, id: Uuid) -> StoreResult<user::Model> {
+    pub async fn user_by_id(&self, id: Uuid) -> StoreResult<User> {
         user::Entity::find_by_id(id)
             .one(self.connection())
             .await?
+            .map(User::from)
             .ok_or(StoreError::NotFound)
     }
 
-    pub async fn user_by_email(&self, email: &Email) -> StoreResult<Option<user::Model>> {
+    pub async fn user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {
         Ok(user::Entity::find()
             .filter(user::Column::Email.eq(email.as_str()))
             .one(self.connection())
-            .await?)
+            .await?
+            .map(User::from))
     }
 
     /// Resolves a user given as an id or a username (`me` is resolved by the caller).
-    pub async fn resolve_user(&self, ident: &str) -> StoreResult<user::Model> {
+    pub async fn resolve_user(&self, ident: &str) -> StoreResult<User> {
         if let Ok(id) = Uuid::parse_str(ident) {
             return self.user_by_id(id).await;
         }
@@ -105,6 +107,7 @@ impl Store {
             .filter(user::Column::Username.eq(ident))
             .one(self.connection())
             .await?
+            .map(User::from)
             .ok_or(StoreError::NotFound)
     }
 }

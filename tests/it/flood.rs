@@ -13,7 +13,7 @@ use provq::domain::job::{JobStatus, Provisioner};
 use provq::domain::tags::{Tags, map_from_json};
 use provq::entity::provisioner_job;
 use provq::store::daemons::DaemonRegistration;
-use provq::store::jobs::{Runnable, status_of};
+use provq::store::jobs::Runnable;
 use reqwest::StatusCode;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
@@ -331,4 +331,14 @@ backend_tests! {
         // milliseconds. The bound is loose on purpose: it only catches per-daemon parsing.
         assert!(took < Duration::from_secs(5), "listing took {took:?}");
     }
+}
+
+/// The status of a job row read directly from the table.
+fn status_of(j: &provisioner_job::Model) -> JobStatus {
+    provq::domain::job::derive_status(
+        j.started_at,
+        j.canceled_at,
+        j.completed_at,
+        j.error.as_deref(),
+    )
 }

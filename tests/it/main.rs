@@ -21,6 +21,7 @@ mod license_cli;
 mod licenses;
 mod listing;
 mod logs;
+mod matching_sql;
 mod metrics;
 mod operator;
 mod operator_cli;

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use comfy_table::Table;
 use indicatif::ProgressBar;
 use provq::domain::PREBUILDS_USER_ID;
-use provq::domain::job::JobStatus;
+use provq::domain::job::{JobStatus, derive_status};
 use provq::entity::provisioner_job;
 use provq::store::Store;
-use provq::store::jobs::status_of;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -455,6 +454,14 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let all = provisioner_job::Entity::find()
         .all(store.connection())
         .await?;
+    let status_of = |j: &provisioner_job::Model| {
+        derive_status(
+            j.started_at,
+            j.canceled_at,
+            j.completed_at,
+            j.error.as_deref(),
+        )
+    };
     let mut wrong = 0;
     let mut handed_out_after = 0;
     for j in &all {

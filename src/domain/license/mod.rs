@@ -23,6 +23,16 @@ pub use entitlements::{Entitlement, Feature, Snapshot, StoredLicense, Usage, com
 pub use sign::{GeneratedKey, LicenseSpec, SignError, generate_key, sign};
 pub use verify::{KeyConfigError, LicenseKeys, decode_claims_unverified};
 
+/// An uploaded license, as read from the database (its claims are not checked here).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseRecord {
+    pub id: i32,
+    pub uuid: uuid::Uuid,
+    pub jwt: String,
+    pub uploaded_at: DateTime<Utc>,
+    pub exp: DateTime<Utc>,
+}
+
 /// Why a license was refused. Each message is what the operator reads in the 400's `detail`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LicenseError {

@@ -17,15 +17,15 @@ mod metrics;
 mod queue;
 mod reap;
 
-pub(crate) use claims::ClaimBatcher;
 pub use claims::{Claimed, MAX_BATCH, Report, group_key};
 
 pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
 use super::logs::{NewLog, cap_logs, insert_logs};
-use super::{Store, StoreError, StoreResult};
-use crate::domain::job::{ErrorCode, JobStatus, JobType, Provisioner};
+use super::{Store, StoreError, StoreResult, rows};
+use crate::domain::job::{ErrorCode, Job, JobStatus, JobType, Provisioner};
+use crate::domain::job_query::JobFilter;
 use crate::domain::secrets::hash_secret;
 use crate::domain::tags::Tags;
 use crate::domain::{PREBUILDS_USER_ID, now};
@@ -53,17 +53,6 @@ pub struct NewJob {
     pub metadata: Value,
 }
 
-/// Which jobs a list or a bulk cancel selects. `None` parts do not filter; an empty list
-/// matches no job (it never widens a selection to everything).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobFilter {
-    pub ids: Option<Vec<Uuid>>,
-    pub statuses: Option<Vec<JobStatus>>,
-    /// The job's tags must contain these (an exactly untagged filter matches untagged jobs).
-    pub tags: Option<BTreeMap<String, String>>,
-    pub initiator: Option<Uuid>,
-}
-
 /// What a daemon may run: its organization, provisioners and (normalised) tags.
 #[derive(Debug, Clone)]
 pub struct Runnable {
@@ -75,7 +64,7 @@ pub struct Runnable {
 /// A claimed job and the lease the daemon must present to report on it.
 #[derive(Debug, Clone)]
 pub struct Claim {
-    pub job: job::Model,
+    pub job: Job,
     pub lease_token: String,
 }
 
@@ -84,16 +73,6 @@ pub struct Claim {
 pub struct Heartbeat {
     pub canceled: bool,
     pub logs_overflowed: bool,
-}
-
-/// The status of a job row.
-pub fn status_of(j: &job::Model) -> JobStatus {
-    crate::domain::job::derive_status(
-        j.started_at,
-        j.canceled_at,
-        j.completed_at,
-        j.error.as_deref(),
-    )
 }
 
 fn pending() -> SimpleExpr {
@@ -172,7 +151,7 @@ fn finish_update(
 
 impl Store {
     /// Inserts a pending job. A prebuild job while prebuilds are paused is a conflict.
-    pub async fn enqueue_job(&self, new: NewJob) -> StoreResult<job::Model> {
+    pub async fn enqueue_job(&self, new: NewJob) -> StoreResult<Job> {
         let is_prebuild = new.initiator_id == PREBUILDS_USER_ID;
         if is_prebuild && self.prebuilds_paused().await? {
             return Err(StoreError::conflict(
@@ -205,24 +184,26 @@ impl Store {
             logs_length: Set(0),
             logs_overflowed: Set(false),
         };
-        Ok(model.insert(self.connection()).await?)
+        Job::try_from(model.insert(self.connection()).await?)
     }
 
     /// A job of an organization.
-    pub async fn job(&self, organization_id: Uuid, id: Uuid) -> StoreResult<job::Model> {
+    pub async fn job(&self, organization_id: Uuid, id: Uuid) -> StoreResult<Job> {
         job::Entity::find_by_id(id)
             .filter(Column::OrganizationId.eq(organization_id))
             .one(self.connection())
             .await?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound)?
+            .try_into()
     }
 
     /// A job by id alone (worker calls carry no organization).
-    pub async fn job_by_id(&self, id: Uuid) -> StoreResult<job::Model> {
+    pub async fn job_by_id(&self, id: Uuid) -> StoreResult<Job> {
         job::Entity::find_by_id(id)
             .one(self.connection())
             .await?
-            .ok_or(StoreError::NotFound)
+            .ok_or(StoreError::NotFound)?
+            .try_into()
     }
 
     pub(crate) fn filter_condition(&self, organization_id: Uuid, f: &JobFilter) -> Condition {
@@ -258,14 +239,15 @@ impl Store {
         organization_id: Uuid,
         filter: &JobFilter,
         limit: u64,
-    ) -> StoreResult<Vec<job::Model>> {
-        Ok(job::Entity::find()
+    ) -> StoreResult<Vec<Job>> {
+        let rows = job::Entity::find()
             .filter(self.filter_condition(organization_id, filter))
             .order_by_desc(Column::CreatedAt)
             .order_by_desc(Column::Id)
             .limit(limit)
             .all(self.connection())
-            .await?)
+            .await?;
+        rows::all(rows)
     }
 
     /// Why a lease-guarded write matched nothing: the job is missing (or belongs to another
@@ -353,7 +335,7 @@ impl Store {
         organization: Option<Uuid>,
         lease_token: &str,
         error: Option<(String, Option<ErrorCode>)>,
-    ) -> StoreResult<job::Model> {
+    ) -> StoreResult<Job> {
         let Some(job) = finish_update(id, organization, lease_token, error)
             .exec_with_returning(self.connection())
             .await?
@@ -362,7 +344,7 @@ impl Store {
             return Err(self.lease_failure(id, organization).await);
         };
         self.touch_worker(job.worker_id).await?;
-        Ok(job)
+        job.try_into()
     }
 
     /// Cancels one job atomically: pending → canceled at once (it is never handed out
@@ -373,7 +355,7 @@ impl Store {
         organization_id: Uuid,
         id: Uuid,
         expect: Option<JobStatus>,
-    ) -> StoreResult<job::Model> {
+    ) -> StoreResult<Job> {
         let mut condition = Condition::all()
             .add(Column::OrganizationId.eq(organization_id))
             .add(Column::Id.eq(id));
@@ -387,8 +369,7 @@ impl Store {
         if let Some(job) = self.cancel_where(condition).await?.pop() {
             return Ok(job);
         }
-        let job = self.job(organization_id, id).await?;
-        let status = status_of(&job);
+        let status = self.job(organization_id, id).await?.status();
         Err(match status {
             JobStatus::Canceled | JobStatus::Canceling => {
                 StoreError::Invalid("Job has already been marked as canceled!".into())
@@ -411,7 +392,7 @@ impl Store {
         &self,
         organization_id: Uuid,
         filter: &JobFilter,
-        mut on_chunk: impl FnMut(&[job::Model]),
+        mut on_chunk: impl FnMut(&[Job]),
     ) -> StoreResult<Vec<Uuid>> {
         let mut canceled = Vec::new();
         let chunk_size = cancel_chunk(self.backend());
@@ -526,11 +507,12 @@ impl Store {
             .filter(Expr::cust("COALESCE(error, '') = ''"))
     }
 
-    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
-        Ok(self
+    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<Job>> {
+        let rows = self
             .cancel_update(condition)
             .exec_with_returning(self.connection())
-            .await?)
+            .await?;
+        rows::all(rows)
     }
 
     /// A chunk of a bulk cancel. On PostgreSQL the statement also records the jobs that left
@@ -542,7 +524,7 @@ impl Store {
     /// (a daemon finishing a job the chunk touched waits for no extra round trip). A canceled
     /// job was pending exactly when it never started: the `WHERE` only matches jobs not
     /// finished, not canceled and not failed.
-    async fn cancel_chunk(&self, condition: Condition) -> StoreResult<Vec<job::Model>> {
+    async fn cancel_chunk(&self, condition: Condition) -> StoreResult<Vec<Job>> {
         if self.backend() != DbBackend::Postgres {
             return self.cancel_where(condition).await;
         }
@@ -560,10 +542,11 @@ impl Store {
             update.sql
         );
         let values = update.values.map(|v| v.0).unwrap_or_default();
-        Ok(<job::Model as sea_orm::FromQueryResult>::find_by_statement(
+        let rows = <job::Model as sea_orm::FromQueryResult>::find_by_statement(
             sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
         )
         .all(self.connection())
-        .await?)
+        .await?;
+        rows::all(rows)
     }
 }

@@ -43,6 +43,11 @@ impl PendingGroup {
         self.humans + self.prebuilds
     }
 
+    /// The group's provisioner; `None` for a name no daemon can serve (no daemon runs it).
+    pub fn provisioner(&self) -> Option<crate::domain::job::Provisioner> {
+        crate::domain::job::Provisioner::parse(&self.provisioner).ok()
+    }
+
     /// Whether a job with this tags key and provisioner belongs to this group.
     pub fn contains(&self, tags_key: &str, provisioner: &str) -> bool {
         self.provisioner == provisioner && self.key == tags_key
