@@ -71,15 +71,32 @@ pub async fn acquire_many(
         // A daemon that will not wait gets an answer from the database, not from the hints.
         attempt.claim |= ask.wait.is_zero();
         let claimed = if let Some(report) = report.take() {
-            // A report always runs, and its claim with it: one statement either way.
-            attempt.claim = true;
-            let (done, claimed) = claims
-                .store()
-                .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
-                .await?;
-            claims.events().finished(&done);
-            finished = Some(done);
-            Some(claimed)
+            if attempt.claim {
+                // Report and claim in one statement.
+                let (done, claimed) = claims
+                    .store()
+                    .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
+                    .await?;
+                claims.events().finished(&done);
+                finished = Some(done);
+                Some(claimed)
+            } else {
+                // This kind of daemon is known to have nothing to run: the report alone, no
+                // claim that would find nothing (the daemon then waits for a hint).
+                let Report {
+                    job_id,
+                    organization,
+                    lease_token,
+                    error,
+                } = report;
+                let done = claims
+                    .store()
+                    .finish_job(job_id, organization, &lease_token, error)
+                    .await?;
+                claims.events().finished(&done);
+                finished = Some(done);
+                None
+            }
         } else if attempt.claim {
             Some(
                 claims

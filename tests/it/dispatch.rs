@@ -221,6 +221,36 @@ backend_tests! {
         assert!(waited < Duration::from_secs(4), "woken by the backup poll, not the wake-up: {waited:?}");
     }
 
+    async fn a_report_with_nothing_left_runs_no_claim(backend: Backend) {
+        // Issue 15.1: a daemon reporting its job when its kind has nothing left must not pay a
+        // claim that finds nothing; the job that arrives while it waits costs one claim.
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let claims = |app: &TestApp| app.state.store.claim_statements();
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (status, first) = app.worker("/acquire-jobs", json!({"name": "d", "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        let lease = first["jobs"][0]["lease_token"].clone();
+        let before = claims(&app);
+        let reporter = {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move {
+                app.worker("/acquire-jobs", json!({"name": "d", "wait_seconds": 15, "report": {"job_id": job, "lease_token": lease}})).await
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.status_of(&owner, &job).await != "succeeded" {
+            assert!(Instant::now() < deadline, "the report was not committed before the wait");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(claims(&app) - before, 0, "the report ran no claim");
+        let next = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (status, answer) = reporter.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["jobs"][0]["job_id"].as_str(), Some(next.as_str()));
+        assert_eq!(claims(&app) - before, 1, "one claim for the one job");
+    }
+
     async fn a_claim_put_back_wakes_a_waiting_daemon_at_once(backend: Backend) {
         use provq::domain::job::Provisioner;
         use provq::domain::tags::Tags;
