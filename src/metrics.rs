@@ -12,9 +12,7 @@ use prometheus::{
 use uuid::Uuid;
 
 use crate::domain::daemon::{Daemon, DaemonStatus, Liveness};
-use crate::domain::job::Job;
-use crate::domain::job::{JobStatus, Provisioner};
-use crate::domain::tags::{Tags, map_from_json};
+use crate::domain::job::{Job, JobStatus};
 use crate::store::jobs::ReapedJob;
 use crate::store::{Store, StoreResult};
 
@@ -256,15 +254,10 @@ impl Metrics {
                 online.entry(d.organization_id).or_default().push(d);
             }
         }
-        for (org, key, provisioner, n) in store.pending_groups_everywhere().await? {
-            let job_tags = Tags::from_stored(map_from_json(
-                &serde_json::from_str(&key).unwrap_or_default(),
-            ));
-            let runnable = Provisioner::parse(&provisioner).is_ok_and(|p| {
-                online
-                    .get(&org)
-                    .is_some_and(|ds| ds.iter().any(|d| d.can_run(&job_tags, p)))
-            });
+        for (org, job_tags, provisioner, n) in store.pending_groups_everywhere().await? {
+            let runnable = online
+                .get(&org)
+                .is_some_and(|ds| ds.iter().any(|d| d.can_run(&job_tags, provisioner)));
             if !runnable {
                 self.pending_unmatched
                     .with_label_values(&[label(&org).as_str()])
@@ -281,14 +274,26 @@ fn seconds(d: chrono::Duration) -> f64 {
         .unwrap_or(f64::MAX)
 }
 
+/// What the Prometheus listener serves from: this replica's metrics, and the store and
+/// daemon staleness its database gauges are read with.
+#[derive(Clone)]
+pub struct Scrape {
+    pub metrics: std::sync::Arc<Metrics>,
+    pub store: Store,
+    pub stale_after: chrono::Duration,
+}
+
 /// The Prometheus listener's app: `GET /metrics` in the text exposition format, no auth.
-pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'static> {
+pub fn endpoint(scrape: Scrape) -> poem::endpoint::BoxEndpoint<'static> {
     use poem::{EndpointExt, Route, get, handler, web::Data};
 
     #[handler]
-    async fn scrape(Data(state): Data<&crate::api::AppState>) -> poem::Response {
-        let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
-        match state.metrics.render(&state.store, stale).await {
+    async fn serve(Data(scrape): Data<&Scrape>) -> poem::Response {
+        match scrape
+            .metrics
+            .render(&scrape.store, scrape.stale_after)
+            .await
+        {
             Ok(text) => poem::Response::builder()
                 .content_type("text/plain; version=0.0.4; charset=utf-8")
                 .body(text),
@@ -301,5 +306,5 @@ pub fn endpoint(state: crate::api::AppState) -> poem::endpoint::BoxEndpoint<'sta
         }
     }
 
-    Route::new().at("/metrics", get(scrape)).data(state).boxed()
+    Route::new().at("/metrics", get(serve)).data(scrape).boxed()
 }

@@ -18,11 +18,12 @@ use crate::domain::license::LicenseKeys;
 use crate::entitlements::Entitlements;
 use crate::metrics::Metrics;
 use crate::net::{Connections, WatchedAcceptor};
-use crate::queue::Wakeups;
+use crate::queue::notifier::Notifier;
 use crate::queue::reaper::Reaper;
+use crate::queue::{Claims, JobEvents, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::slow_clients::Deadlines;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const GRACEFUL_SHUTDOWN: Duration = Duration::from_secs(7);
@@ -39,6 +40,8 @@ pub struct Application {
     local_addr: SocketAddr,
     metrics_acceptor: Option<TcpAcceptor>,
     metrics_addr: Option<SocketAddr>,
+    /// The replica's LISTEN connection (PostgreSQL), started by `run`.
+    notifier: Option<Notifier>,
 }
 
 impl Application {
@@ -80,19 +83,24 @@ impl Application {
             (Some(acceptor), addr)
         };
         let shutdown = Shutdown::new();
-        let wakeups = if settings.is_postgres() {
-            Wakeups::postgres(store.connection().clone(), shutdown.clone())
-        } else {
-            Wakeups::local()
+        // One LISTEN connection per replica (PostgreSQL) carries every topic.
+        let mut notifier = settings.is_postgres().then(|| Notifier::new(store.clone()));
+        let wakeups = match notifier.as_mut() {
+            Some(notifier) => Wakeups::postgres(store.clone(), notifier, shutdown.clone()),
+            None => Wakeups::local(),
         };
-        let entitlements = Entitlements::new(store.clone(), license_keys, settings.is_postgres());
+        let entitlements = Entitlements::new(store.clone(), license_keys, notifier.as_mut());
+        let metrics = Arc::new(Metrics::new());
+        let events = JobEvents::new(store.clone(), metrics.clone(), wakeups.clone());
         let state = AppState {
+            claims: Claims::new(store.clone(), events.clone()),
             store,
             wakeups,
+            events,
             settings: Arc::new(settings),
             shutdown,
             connections,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             entitlements,
         };
         Ok(Self {
@@ -101,6 +109,7 @@ impl Application {
             local_addr,
             metrics_acceptor,
             metrics_addr,
+            notifier,
         })
     }
 
@@ -117,33 +126,46 @@ impl Application {
         &self.state
     }
 
-    /// Starts the background loops and serves until `shutdown` is cancelled; then long-polls
-    /// and log follows end at once and other in-flight requests get time to finish.
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let internal = self.state.shutdown.clone();
+    /// Starts the background loops and serves until `signal` resolves (the caller's SIGTERM,
+    /// a test's stop); then the one shutdown token every task holds (`AppState::shutdown`) is
+    /// cancelled: long-polls and log follows end at once and other in-flight requests get time
+    /// to finish.
+    pub async fn run(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.state.shutdown.clone();
         // First, so a failure leaves nothing running; it registers this replica and computes the
         // entitlements before the first request is served.
+        if let Some(notifier) = self.notifier {
+            tokio::spawn(notifier.run(shutdown.clone()));
+        }
         let entitlements = self.state.entitlements.clone();
         entitlements
-            .start(internal.clone())
+            .start(shutdown.clone())
             .await
             .context("cannot compute the entitlements")?;
         let reaper = Reaper::new(
             self.state.store.clone(),
-            self.state.wakeups.clone(),
-            self.state.metrics.clone(),
+            self.state.events.clone(),
             &self.state.settings.reaper,
         );
-        tokio::spawn(reaper.run(internal.clone()));
+        tokio::spawn(reaper.run(shutdown.clone()));
         tokio::spawn(
             self.state
                 .store
                 .clone()
-                .keep_pending_counts_folded(internal.clone()),
+                .keep_pending_counts_folded(shutdown.clone()),
         );
         if let Some(acceptor) = self.metrics_acceptor {
-            let app = crate::metrics::endpoint(self.state.clone());
-            let stop = internal.clone();
+            let app = crate::metrics::endpoint(crate::metrics::Scrape {
+                metrics: self.state.metrics.clone(),
+                store: self.state.store.clone(),
+                stale_after: chrono::Duration::seconds(
+                    self.state.settings.provisioner.stale_after_secs as i64,
+                ),
+            });
+            let stop = shutdown.clone();
             tokio::spawn(async move {
                 let served = Server::new_with_acceptor(acceptor)
                     .run_with_graceful_shutdown(
@@ -159,21 +181,19 @@ impl Application {
         }
         let app = RefuseWhileDraining {
             inner: api::app(self.state.clone()),
-            shutdown: internal.clone(),
+            shutdown: shutdown.clone(),
         };
-        let signal = shutdown.clone();
-        let on_signal = internal.clone();
+        let on_signal = shutdown.clone();
         let result = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app,
                 async move {
-                    signal.cancelled().await;
+                    signal.await;
                     on_signal.cancel();
                 },
                 Some(GRACEFUL_SHUTDOWN),
             )
             .await;
-        internal.cancel();
         shutdown.cancel();
         entitlements.stop().await;
         Ok(result?)
@@ -202,6 +222,19 @@ impl Endpoint for RefuseWhileDraining {
             "This replica stopped taking new requests; another replica or its restart will.",
         );
         Ok(ApiError::ServiceUnavailable(Json(body), "1".into()).into_response())
+    }
+}
+
+/// The store's options from the configuration: the one place the store's settings are read.
+impl From<&Settings> for StoreOptions {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            database_url: settings.database_url.clone(),
+            max_connections: settings.database_max_connections,
+            acquire_timeout: Duration::from_secs(settings.database_acquire_timeout_secs),
+            daemon_stale_after: Duration::from_secs(settings.provisioner.stale_after_secs),
+            daemons_per_organization: settings.limits.daemons_per_organization,
+        }
     }
 }
 

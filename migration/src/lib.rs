@@ -18,6 +18,9 @@ mod m20261129_000011_seed_defaults;
 mod m20261129_000012_add_job_tags_key;
 mod m20261202_000001_organization_name_lower_unique;
 mod m20261202_000020_pending_counts;
+mod m20261202_000030_lean_job_indexes;
+mod m20261202_000031_pending_index_with_id;
+mod m20261202_000032_bulk_cancel_counts;
 
 /// The id of the built-in `prebuilds` system user (fixed, as in Coder).
 pub const PREBUILDS_USER_ID: &str = "c42fdf75-3097-471c-8c33-fb52454d81c0";
@@ -42,6 +45,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000012_add_job_tags_key::Migration),
             Box::new(m20261202_000001_organization_name_lower_unique::Migration),
             Box::new(m20261202_000020_pending_counts::Migration),
+            Box::new(m20261202_000030_lean_job_indexes::Migration),
+            Box::new(m20261202_000031_pending_index_with_id::Migration),
+            Box::new(m20261202_000032_bulk_cancel_counts::Migration),
         ]
     }
 }

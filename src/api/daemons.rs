@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -20,9 +21,7 @@ use crate::domain::names::{NameError, Username};
 use crate::domain::tags::Tags;
 use crate::wire::daemons::{DaemonJobView, ProvisionerDaemon};
 
-pub struct DaemonsApi {
-    pub state: AppState,
-}
+pub struct DaemonsApi;
 
 impl From<DaemonJob> for DaemonJobView {
     fn from(j: DaemonJob) -> Self {
@@ -79,12 +78,13 @@ impl DaemonsApi {
     )]
     async fn list(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerDaemon>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let liveness = Liveness::now_secs(self.state.settings.provisioner.stale_after_secs);
-        let views = self.state.store.list_daemons(org.id, liveness).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        let views = state.store.list_daemons(org.id, liveness).await?;
         Ok(Json(
             views
                 .into_iter()
@@ -123,11 +123,12 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "post")]
     async fn create_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<CreateProvisionerKeyRequest>,
     ) -> Result<KeyCreated, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let mut v = Validations::new();
         let name = v.required("name", body.0.name, |n| {
             if RESERVED_KEY_NAMES.contains(&n.to_ascii_lowercase().as_str()) {
@@ -145,8 +146,7 @@ impl DaemonsApi {
         let (Some(name), Some(tags)) = (name, tags) else {
             unreachable!("validated above")
         };
-        let (key, secret) = self
-            .state
+        let (key, secret) = state
             .store
             .create_provisioner_key(org.id, &name, &tags)
             .await?;
@@ -160,11 +160,12 @@ impl DaemonsApi {
     #[oai(path = "/organizations/:organization/provisionerkeys", method = "get")]
     async fn list_keys(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Vec<ProvisionerKey>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let keys = self.state.store.list_provisioner_keys(org.id).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let keys = state.store.list_provisioner_keys(org.id).await?;
         Ok(Json(
             keys.into_iter()
                 .map(|k| ProvisionerKey {
@@ -185,15 +186,13 @@ impl DaemonsApi {
     )]
     async fn delete_key(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         name: Path<String>,
     ) -> Result<Deleted, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        self.state
-            .store
-            .delete_provisioner_key(org.id, &name.0)
-            .await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        state.store.delete_provisioner_key(org.id, &name.0).await?;
         tracing::info!(organization_id = %org.id, key = %name.0, by = %caller.user.username, "provisioner key deleted");
         Ok(Deleted::NoContent)
     }

@@ -46,32 +46,8 @@ impl From<JobInput> for ProvisionerJobInput {
     }
 }
 
-impl From<ProvisionerJobInput> for JobInput {
-    fn from(i: ProvisionerJobInput) -> Self {
-        Self {
-            template_version_id: i.template_version_id,
-            workspace_build_id: i.workspace_build_id,
-            error: i.error,
-        }
-    }
-}
-
 impl From<JobMetadata> for ProvisionerJobMetadata {
     fn from(m: JobMetadata) -> Self {
-        Self {
-            template_version_name: m.template_version_name,
-            template_id: m.template_id,
-            template_name: m.template_name,
-            template_display_name: m.template_display_name,
-            template_icon: m.template_icon,
-            workspace_id: m.workspace_id,
-            workspace_name: m.workspace_name,
-        }
-    }
-}
-
-impl From<ProvisionerJobMetadata> for JobMetadata {
-    fn from(m: ProvisionerJobMetadata) -> Self {
         Self {
             template_version_name: m.template_version_name,
             template_id: m.template_id,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -26,9 +27,7 @@ use crate::domain::limits::{
 use crate::domain::tags::{Tags, parse_string_map};
 use crate::store::jobs::NewJob;
 
-pub struct JobsApi {
-    pub state: AppState,
-}
+pub struct JobsApi;
 
 /// Body of `POST …/provisionerjobs`.
 #[derive(Object)]
@@ -165,8 +164,13 @@ pub async fn resolve_initiator(
 }
 
 impl JobsApi {
-    async fn one(&self, organization_id: Uuid, job: Job) -> Result<ProvisionerJob, ApiError> {
-        let mut all = present_all(&self.state, organization_id, vec![job]).await?;
+    async fn one(
+        &self,
+        state: &AppState,
+        organization_id: Uuid,
+        job: Job,
+    ) -> Result<ProvisionerJob, ApiError> {
+        let mut all = present_all(state, organization_id, vec![job]).await?;
         Ok(all.pop().expect("one job in, one job out"))
     }
 }
@@ -175,13 +179,15 @@ impl JobsApi {
 impl JobsApi {
     /// Enqueues a job (owners, or members of the organization).
     #[oai(path = "/organizations/:organization/provisionerjobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn enqueue(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<EnqueueJobRequest>,
     ) -> Result<JobCreated, ApiError> {
-        let org = org_for_member(&self.state, &caller, &organization.0).await?;
+        let org = org_for_member(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         let job_type = v.required("type", body.job_type, |t| JobType::parse(&t));
@@ -189,7 +195,7 @@ impl JobsApi {
             "provisioner",
             Provisioner::parse(body.provisioner.as_deref().unwrap_or("terraform")),
         );
-        let initiator = resolve_initiator(&self.state, &mut v, "initiator", body.initiator).await?;
+        let initiator = resolve_initiator(state, &mut v, "initiator", body.initiator).await?;
         let initiator = initiator.unwrap_or(caller.user.id);
         let tags = parse_tags(
             &mut v,
@@ -219,11 +225,10 @@ impl JobsApi {
             file_id: body.file_id.unwrap_or_else(Uuid::nil),
             metadata: serde_json::to_value(metadata).expect("serialisable"),
         };
-        let job = self.state.store.enqueue_job(new).await?;
-        self.state.metrics.jobs_enqueued.inc();
-        self.state.wakeups.job_enqueued(&job);
-        tracing::info!(job_id = %job.id, organization_id = %org.id, initiator_id = %job.initiator_id, job_type = %job.job_type, "job enqueued");
-        Ok(JobCreated::Created(Json(self.one(org.id, job).await?)))
+        let job = state.events.enqueue(new).await?;
+        Ok(JobCreated::Created(Json(
+            self.one(state, org.id, job).await?,
+        )))
     }
 
     /// Jobs of the organization, newest first, filtered. Multi-valued parameters accept comma
@@ -232,6 +237,7 @@ impl JobsApi {
     #[allow(clippy::too_many_arguments)]
     async fn list(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         request: &poem::Request,
         organization: Path<String>,
@@ -251,7 +257,7 @@ impl JobsApi {
         #[oai(name = "initiator")]
         _initiator: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJob>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let raw = request.uri().query().unwrap_or_default();
         let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) else {
             let mut v = Validations::new();
@@ -259,7 +265,7 @@ impl JobsApi {
             return Err(v.into());
         };
         let (query, mut v) = parse_list_query(&pairs);
-        let initiator = initiator_filter(&self.state, &mut v, "initiator", query.initiator).await?;
+        let initiator = initiator_filter(state, &mut v, "initiator", query.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
             ids: query.ids,
@@ -267,12 +273,8 @@ impl JobsApi {
             tags: query.tags,
             initiator,
         };
-        let jobs = self
-            .state
-            .store
-            .list_jobs(org.id, &filter, query.limit)
-            .await?;
-        Ok(Json(present_all(&self.state, org.id, jobs).await?))
+        let jobs = state.store.list_jobs(org.id, &filter, query.limit).await?;
+        Ok(Json(present_all(state, org.id, jobs).await?))
     }
 
     /// One job.
@@ -280,15 +282,17 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn get(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
     ) -> Result<Json<ProvisionerJob>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let job = self.state.store.job(org.id, job.0).await?;
-        Ok(Json(self.one(org.id, job).await?))
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org.id, job.0).await?;
+        Ok(Json(self.one(state, org.id, job).await?))
     }
 
     /// Cancels a job: pending → canceled at once, running → canceling.
@@ -296,15 +300,17 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/cancel",
         method = "post"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn cancel(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
         /// Cancel only if the job is in this status (`pending` or `running`); 412 otherwise.
         expect_status: Query<Option<String>>,
     ) -> Result<Json<Message>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let expect = match expect_status.0.as_deref() {
             None => None,
             Some("pending") => Some(JobStatus::Pending),
@@ -318,10 +324,10 @@ impl JobsApi {
                 return Err(v.into());
             }
         };
-        let job = self.state.store.cancel_job(org.id, job.0, expect).await?;
-        self.state.metrics.job_finished(&job);
-        self.state.wakeups.job_event(job.id);
-        tracing::info!(job_id = %job.id, organization_id = %org.id, by = %caller.user.username, "job canceled");
+        state
+            .events
+            .cancel(org.id, job.0, expect, &caller.user.username)
+            .await?;
         Ok(Json(Message {
             message: "Job has been marked as canceled...".into(),
         }))
@@ -334,11 +340,12 @@ impl JobsApi {
     )]
     async fn cancel_many(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<CancelJobsRequest>,
     ) -> Result<Json<CancelJobsResponse>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         if body.ids.is_none()
@@ -367,7 +374,7 @@ impl JobsApi {
         if tags.as_ref().is_some_and(BTreeMap::is_empty) {
             v.push("tags", empty);
         }
-        let initiator = initiator_filter(&self.state, &mut v, "initiator", body.initiator).await?;
+        let initiator = initiator_filter(state, &mut v, "initiator", body.initiator).await?;
         v.finish()?;
         let filter = JobFilter {
             ids: body.ids,
@@ -375,17 +382,10 @@ impl JobsApi {
             tags,
             initiator,
         };
-        let canceled = self
-            .state
-            .store
-            .cancel_jobs(org.id, &filter, |chunk| {
-                for job in chunk {
-                    self.state.metrics.job_finished(job);
-                    self.state.wakeups.job_event(job.id);
-                }
-            })
+        let canceled = state
+            .events
+            .cancel_many(org.id, &filter, &caller.user.username)
             .await?;
-        tracing::info!(organization_id = %org.id, count = canceled.len(), by = %caller.user.username, "jobs canceled in bulk");
         Ok(Json(CancelJobsResponse {
             count: canceled.len() as u64,
             canceled,
@@ -398,8 +398,10 @@ impl JobsApi {
         path = "/organizations/:organization/provisionerjobs/:job/logs",
         method = "get"
     )]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn logs(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         job: Path<Uuid>,
@@ -408,13 +410,9 @@ impl JobsApi {
         #[oai(name = "follow")]
         _follow: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJobLog>>, ApiError> {
-        let org = org_for_owner(&self.state, &caller, &organization.0).await?;
-        let job = self.state.store.job(org.id, job.0).await?;
-        let logs = self
-            .state
-            .store
-            .job_logs(job.id, after.0.unwrap_or(0))
-            .await?;
+        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org.id, job.0).await?;
+        let logs = state.store.job_logs(job.id, after.0.unwrap_or(0)).await?;
         Ok(Json(logs.into_iter().map(Into::into).collect()))
     }
 }

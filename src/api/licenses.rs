@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
@@ -22,9 +23,7 @@ use crate::domain::license::{
 use crate::domain::now;
 use crate::store::licenses::NewLicense;
 
-pub struct LicensesApi {
-    pub state: AppState,
-}
+pub struct LicensesApi;
 
 /// 403 unless `feature` is entitled or in its grace period (as Coder words it).
 pub fn require_feature(state: &AppState, feature: &str) -> Result<(), ApiError> {
@@ -165,6 +164,7 @@ impl LicensesApi {
     #[oai(path = "/licenses", method = "post")]
     async fn add_license(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         body: Json<AddLicenseRequest>,
     ) -> Result<Created<License>, ApiError> {
@@ -180,13 +180,12 @@ impl LicensesApi {
         });
         v.finish()?;
         let jwt = jwt.expect("validated above");
-        let verified = self
-            .state
+        let verified = state
             .entitlements
             .keys()
             .verify(&jwt, now())
             .map_err(|e| invalid_license(&e))?;
-        let deployment_id = self.state.store.deployment_id().await?.to_string();
+        let deployment_id = state.store.deployment_id().await?.to_string();
         if !verified.allows_deployment(&deployment_id) {
             return Err(
                 ApiError::bad_request("License cannot be used on this deployment!").with_detail(
@@ -197,8 +196,7 @@ impl LicensesApi {
                 ),
             );
         }
-        let row = self
-            .state
+        let row = state
             .store
             .insert_license(NewLicense {
                 uuid: verified.id.unwrap_or_else(Uuid::new_v4),
@@ -207,15 +205,19 @@ impl LicensesApi {
             })
             .await?;
         tracing::info!(license_id = row.id, uuid = %row.uuid, by = %caller.user.username, "license added");
-        self.state.entitlements.licenses_changed().await;
+        state.entitlements.licenses_changed().await;
         Ok(Created::Created(Json(row.into())))
     }
 
     /// Every stored license, by id (owners).
     #[oai(path = "/licenses", method = "get")]
-    async fn list_licenses(&self, caller: Caller) -> Result<Json<Vec<License>>, ApiError> {
+    async fn list_licenses(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<Vec<License>>, ApiError> {
         caller.require_owner()?;
-        let rows = self.state.store.list_licenses().await?;
+        let rows = state.store.list_licenses().await?;
         Ok(Json(rows.into_iter().map(Into::into).collect()))
     }
 
@@ -223,6 +225,7 @@ impl LicensesApi {
     #[oai(path = "/licenses/:id", method = "delete")]
     async fn delete_license(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<Message>, ApiError> {
@@ -230,9 +233,9 @@ impl LicensesApi {
         let Ok(license_id) = id.0.parse::<i32>() else {
             return Err(ApiError::not_found().with_detail("A license id is an integer."));
         };
-        self.state.store.delete_license(license_id).await?;
+        state.store.delete_license(license_id).await?;
         tracing::info!(license_id, by = %caller.user.username, "license deleted");
-        self.state.entitlements.licenses_changed().await;
+        state.entitlements.licenses_changed().await;
         Ok(Json(Message {
             message: "License has been deleted.".into(),
         }))
@@ -240,11 +243,15 @@ impl LicensesApi {
 
     /// Recomputes the entitlements now, on every replica (owners; once a minute per replica).
     #[oai(path = "/licenses/refresh-entitlements", method = "post")]
-    async fn refresh_entitlements(&self, caller: Caller) -> RefreshAnswer {
+    async fn refresh_entitlements(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> RefreshAnswer {
         if let Err(e) = caller.require_owner() {
             return e.into();
         }
-        if let Err(wait) = self.state.entitlements.try_force() {
+        if let Err(wait) = state.entitlements.try_force() {
             let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
             return RefreshAnswer::Throttled(
                 Json(ErrorBody::new(format!(
@@ -253,7 +260,7 @@ impl LicensesApi {
                 secs.to_string(),
             );
         }
-        match self.state.entitlements.force_refresh().await {
+        match state.entitlements.force_refresh().await {
             Ok(_) => RefreshAnswer::Updated(Json(Message {
                 message: "Entitlements updated".into(),
             })),
@@ -263,8 +270,12 @@ impl LicensesApi {
 
     /// What the licenses grant this deployment right now.
     #[oai(path = "/entitlements", method = "get")]
-    async fn entitlements(&self, _caller: Caller) -> Result<Json<Entitlements>, ApiError> {
-        let snapshot = self.state.entitlements.current_for_display().await?;
+    async fn entitlements(
+        &self,
+        Data(state): Data<&AppState>,
+        _caller: Caller,
+    ) -> Result<Json<Entitlements>, ApiError> {
+        let snapshot = state.entitlements.current_for_display().await?;
         Ok(Json(Entitlements::from(snapshot.as_ref())))
     }
 }

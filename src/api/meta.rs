@@ -1,5 +1,6 @@
 //! Unauthenticated facts about the deployment.
 
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use uuid::Uuid;
@@ -8,9 +9,7 @@ use super::ApiTags;
 use super::error::ApiError;
 use super::state::AppState;
 
-pub struct MetaApi {
-    pub state: AppState,
-}
+pub struct MetaApi;
 
 #[derive(Object)]
 pub struct BuildInfo {
@@ -24,10 +23,10 @@ pub struct BuildInfo {
 impl MetaApi {
     /// Version and deployment id.
     #[oai(path = "/buildinfo", method = "get")]
-    async fn buildinfo(&self) -> Result<Json<BuildInfo>, ApiError> {
+    async fn buildinfo(&self, Data(state): Data<&AppState>) -> Result<Json<BuildInfo>, ApiError> {
         Ok(Json(BuildInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
-            deployment_id: self.state.store.deployment_id().await?,
+            deployment_id: state.store.deployment_id().await?,
         }))
     }
 }

@@ -66,36 +66,19 @@ type Apis = (
 );
 
 /// The OpenAPI service for `/api/v2`; also used to print the document without a server.
-pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
+/// Handlers take the state as request data, so the service itself holds none.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
-            meta::MetaApi {
-                state: state.clone(),
-            },
-            users::UsersApi {
-                state: state.clone(),
-            },
-            jobs::JobsApi {
-                state: state.clone(),
-            },
-            daemons::DaemonsApi {
-                state: state.clone(),
-            },
-            provisionerd::ProvisionerdApi {
-                state: state.clone(),
-            },
-            prebuilds::PrebuildsApi {
-                state: state.clone(),
-            },
-            organizations::OrganizationsApi {
-                state: state.clone(),
-            },
-            licenses::LicensesApi {
-                state: state.clone(),
-            },
-            overview::OverviewApi {
-                state: state.clone(),
-            },
+            meta::MetaApi,
+            users::UsersApi,
+            jobs::JobsApi,
+            daemons::DaemonsApi,
+            provisionerd::ProvisionerdApi,
+            prebuilds::PrebuildsApi,
+            organizations::OrganizationsApi,
+            licenses::LicensesApi,
+            overview::OverviewApi,
         ),
         "provq",
         env!("CARGO_PKG_VERSION"),
@@ -106,16 +89,7 @@ pub fn openapi_service(state: &AppState) -> OpenApiService<Apis, ()> {
 
 /// The OpenAPI document of `/api/v2`, as served at `/api/v2/openapi.json`. Needs no database.
 pub fn openapi_document() -> String {
-    let state = AppState {
-        store: crate::store::Store::from_connection(Default::default()),
-        wakeups: crate::queue::Wakeups::local(),
-        settings: Default::default(),
-        shutdown: Default::default(),
-        connections: Default::default(),
-        metrics: Default::default(),
-        entitlements: crate::entitlements::Entitlements::offline(),
-    };
-    openapi_service(&state).spec()
+    openapi_service().spec()
 }
 
 #[handler]
@@ -131,7 +105,7 @@ async fn healthz(Data(state): Data<&AppState>) -> (StatusCode, &'static str) {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> BoxEndpoint<'static> {
-    let service = openapi_service(&state);
+    let service = openapi_service();
     let operations = edges::Operations::from_spec(&service.spec());
     let spec = service.spec_endpoint();
     let swagger = service.swagger_ui();

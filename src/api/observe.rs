@@ -1,6 +1,8 @@
 //! One log line and two metrics per request, labelled by route template
 //! (`/api/v2/organizations/{organization}/provisionerjobs`, never the raw path), and an
-//! `X-Request-Id` on every response so a user's report can be matched to the log line.
+//! `X-Request-Id` on every response so a user's report can be matched to the log line. Each
+//! request runs in a `request` span carrying that id, so every line the request causes carries
+//! it too (handlers about a job add a span with its `job_id`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -9,6 +11,7 @@ use std::time::Instant;
 use poem::PathPattern;
 use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
+use tracing::Instrument;
 
 use super::state::AppState;
 use crate::domain::secrets::random_secret;
@@ -76,8 +79,13 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
     let state = req.data::<AppState>().cloned();
     let method = method_label(req.method());
     let request_id = random_secret(12);
+    let span = tracing::info_span!("request", request_id = %request_id);
     let started = Instant::now();
-    let result = next.call(req).await.map(IntoResponse::into_response);
+    let result = next
+        .call(req)
+        .instrument(span.clone())
+        .await
+        .map(IntoResponse::into_response);
     let (status, pattern) = match &result {
         Ok(resp) => (resp.status(), resp.data::<PathPattern>().cloned()),
         Err(err) => (err.status(), err.data::<PathPattern>().cloned()),
@@ -100,14 +108,16 @@ pub async fn observe<E: Endpoint>(next: Arc<E>, req: Request) -> poem::Result<Re
             .observe(elapsed.as_secs_f64());
     }
     let duration_ms = (elapsed.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0;
-    if route == "/healthz" {
-        tracing::debug!(%method, %route, status = status.as_u16(), duration_ms, request_id = %request_id, "request");
-    } else {
-        tracing::info!(%method, %route, status = status.as_u16(), duration_ms, request_id = %request_id, "request");
-    }
+    span.in_scope(|| {
+        if route == "/healthz" {
+            tracing::debug!(%method, %route, status = status.as_u16(), duration_ms, request_id = %request_id, "request");
+        } else {
+            tracing::info!(%method, %route, status = status.as_u16(), duration_ms, request_id = %request_id, "request");
+        }
+    });
     let mut response = match result {
         Ok(resp) => resp,
-        Err(err) => super::error::render_poem_error(err).await,
+        Err(err) => super::error::render_poem_error(err).instrument(span).await,
     };
     if let Ok(value) = request_id.parse() {
         response.headers_mut().insert("X-Request-Id", value);

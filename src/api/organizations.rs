@@ -1,6 +1,7 @@
 //! `/organizations`: list and read (members see theirs), create, update and delete (owners,
 //! and only with the `multiple_organizations` entitlement).
 
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -18,9 +19,7 @@ use crate::domain::organization::OrganizationFields;
 use crate::store::organizations::{DeleteBlockers, OrganizationDeletion};
 pub use crate::wire::organizations::Organization;
 
-pub struct OrganizationsApi {
-    pub state: AppState,
-}
+pub struct OrganizationsApi;
 
 impl From<organization::Organization> for Organization {
     fn from(o: organization::Organization) -> Self {
@@ -79,11 +78,12 @@ impl OrganizationsApi {
     /// then the role (403).
     async fn org_for_change(
         &self,
+        state: &AppState,
         caller: &Caller,
         ident: &str,
     ) -> Result<organization::Organization, ApiError> {
-        require_feature(&self.state, MULTIPLE_ORGANIZATIONS)?;
-        let org = org_for_member(&self.state, caller, ident).await?;
+        require_feature(state, MULTIPLE_ORGANIZATIONS)?;
+        let org = org_for_member(state, caller, ident).await?;
         caller.require_owner()?;
         Ok(org)
     }
@@ -93,9 +93,13 @@ impl OrganizationsApi {
 impl OrganizationsApi {
     /// Organizations by name: owners see all, members theirs.
     #[oai(path = "/organizations", method = "get")]
-    async fn list(&self, caller: Caller) -> Result<Json<Vec<Organization>>, ApiError> {
+    async fn list(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<Vec<Organization>>, ApiError> {
         let member = (!caller.is_owner()).then_some(caller.user.id);
-        let orgs = self.state.store.list_organizations(member).await?;
+        let orgs = state.store.list_organizations(member).await?;
         Ok(Json(orgs.into_iter().map(Into::into).collect()))
     }
 
@@ -103,19 +107,16 @@ impl OrganizationsApi {
     #[oai(path = "/organizations", method = "post")]
     async fn create(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         body: Json<OrganizationRequest>,
     ) -> Result<Created<Organization>, ApiError> {
-        require_feature(&self.state, MULTIPLE_ORGANIZATIONS)?;
+        require_feature(state, MULTIPLE_ORGANIZATIONS)?;
         caller.require_owner()?;
         let new = OrganizationFields::from(body.0)
             .into_new()
             .map_err(ApiError::from)?;
-        let org = self
-            .state
-            .store
-            .create_organization(new, caller.user.id)
-            .await?;
+        let org = state.store.create_organization(new, caller.user.id).await?;
         tracing::info!(organization_id = %org.id, name = %org.name, by = %caller.user.username, "organization created");
         Ok(Created::Created(Json(org.into())))
     }
@@ -124,10 +125,11 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "get")]
     async fn get(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Organization>, ApiError> {
-        let org = org_for_member(&self.state, &caller, &organization.0).await?;
+        let org = org_for_member(state, &caller, &organization.0).await?;
         Ok(Json(org.into()))
     }
 
@@ -135,15 +137,16 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "patch")]
     async fn update(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
         body: Json<OrganizationRequest>,
     ) -> Result<Json<Organization>, ApiError> {
-        let org = self.org_for_change(&caller, &organization.0).await?;
+        let org = self.org_for_change(state, &caller, &organization.0).await?;
         let patch = OrganizationFields::from(body.0)
             .into_patch()
             .map_err(ApiError::from)?;
-        let updated = self.state.store.update_organization(org.id, patch).await?;
+        let updated = state.store.update_organization(org.id, patch).await?;
         tracing::info!(organization_id = %org.id, name = %updated.name, by = %caller.user.username, "organization updated");
         Ok(Json(updated.into()))
     }
@@ -153,16 +156,17 @@ impl OrganizationsApi {
     #[oai(path = "/organizations/:organization", method = "delete")]
     async fn delete(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<Message>, ApiError> {
-        let org = self.org_for_change(&caller, &organization.0).await?;
+        let org = self.org_for_change(state, &caller, &organization.0).await?;
         if org.is_default {
             return Err(ApiError::bad_request(
                 "Default organization cannot be deleted.",
             ));
         }
-        match self.state.store.delete_organization(org.id).await? {
+        match state.store.delete_organization(org.id).await? {
             OrganizationDeletion::Deleted => {
                 tracing::info!(organization_id = %org.id, name = %org.name, by = %caller.user.username, "organization deleted");
                 Ok(Json(Message {

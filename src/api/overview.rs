@@ -1,7 +1,7 @@
 //! `GET /organizations/{organization}/queue`: the queue at a glance, for `provq status` and the
 //! console's overview page. Counts only, so members of the organization may read it too.
 
-use chrono::Duration;
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
@@ -12,12 +12,11 @@ use super::access::org_for_member;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::state::AppState;
+use crate::domain::daemon::Liveness;
 use crate::domain::job::JobStatus;
 use crate::store::overview::QueueOverview;
 
-pub struct OverviewApi {
-    pub state: AppState,
-}
+pub struct OverviewApi;
 
 /// The organization an overview describes.
 #[derive(Object)]
@@ -100,12 +99,13 @@ impl OverviewApi {
     #[oai(path = "/organizations/:organization/queue", method = "get")]
     async fn queue(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         organization: Path<String>,
     ) -> Result<Json<QueueOverviewView>, ApiError> {
-        let org = org_for_member(&self.state, &caller, &organization.0).await?;
-        let stale = Duration::seconds(self.state.settings.provisioner.stale_after_secs as i64);
-        let overview = self.state.store.queue_overview(org.id, stale).await?;
+        let org = org_for_member(state, &caller, &organization.0).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        let overview = state.store.queue_overview(org.id, liveness).await?;
         Ok(Json(QueueOverviewView::new(
             OverviewOrganization {
                 id: org.id,

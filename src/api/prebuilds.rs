@@ -1,6 +1,7 @@
 //! `/prebuilds/settings`: pausing prebuilds stops new prebuild jobs from being accepted while an
 //! operator cleans up a flooded queue.
 
+use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -10,9 +11,7 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
 
-pub struct PrebuildsApi {
-    pub state: AppState,
-}
+pub struct PrebuildsApi;
 
 #[derive(Object)]
 pub struct PrebuildsSettings {
@@ -29,10 +28,14 @@ pub struct PrebuildsSettingsRequest {
 impl PrebuildsApi {
     /// Whether prebuilds are paused (owners only).
     #[oai(path = "/prebuilds/settings", method = "get")]
-    async fn get(&self, caller: Caller) -> Result<Json<PrebuildsSettings>, ApiError> {
+    async fn get(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<PrebuildsSettings>, ApiError> {
         caller.require_owner()?;
         Ok(Json(PrebuildsSettings {
-            reconciliation_paused: self.state.store.prebuilds_paused().await?,
+            reconciliation_paused: state.store.prebuilds_paused().await?,
         }))
     }
 
@@ -40,6 +43,7 @@ impl PrebuildsApi {
     #[oai(path = "/prebuilds/settings", method = "put")]
     async fn put(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         body: Json<PrebuildsSettingsRequest>,
     ) -> Result<Json<PrebuildsSettings>, ApiError> {
@@ -49,7 +53,7 @@ impl PrebuildsApi {
             v.push("reconciliation_paused", "is required (true or false)");
             return Err(v.into());
         };
-        self.state.store.set_prebuilds_paused(paused).await?;
+        state.store.set_prebuilds_paused(paused).await?;
         tracing::info!(paused, by = %caller.user.username, "prebuilds reconciliation {}", if paused { "paused" } else { "resumed" });
         Ok(Json(PrebuildsSettings {
             reconciliation_paused: paused,

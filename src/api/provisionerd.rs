@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
@@ -13,21 +14,19 @@ use super::daemon_auth::DaemonAuth;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::domain::Validations;
-use crate::domain::daemon::{Daemon, Liveness};
+use crate::domain::daemon::Liveness;
 use crate::domain::job::{ErrorCode, Job, LogLevel, LogSource};
 use crate::domain::limits::{self, check_chars, storable};
 use crate::domain::registration::{DaemonRegistration, Registrant};
 use crate::queue::acquire::{Ask, acquire, acquire_many};
-use crate::store::jobs::{Claim, MAX_BATCH, Report, Runnable};
+use crate::store::jobs::{MAX_BATCH, Report, Runnable};
 use crate::store::logs::NewLog;
 use crate::wire::provisionerd::{
     AcquireJobsRequest, AcquireJobsResponse, AcquireRequest, AcquireResponse, AcquiredJob,
     CompleteJobRequest, FailJobRequest, LogLine, UpdateJobRequest, UpdateJobResponse,
 };
 
-pub struct ProvisionerdApi {
-    pub state: AppState,
-}
+pub struct ProvisionerdApi;
 
 /// Most log lines one update may carry.
 pub const MAX_LOGS_PER_UPDATE: usize = 10_000;
@@ -137,32 +136,11 @@ fn parse_failure(
 }
 
 impl ProvisionerdApi {
-    /// Records a claimed job with its side effects and turns it into the daemon's answer.
-    fn hand_out(&self, daemon: &Daemon, claim: Claim) -> AcquiredJob {
-        tracing::info!(job_id = %claim.job.id, organization_id = %claim.job.organization_id, daemon = %daemon.name, daemon_id = %daemon.id, "job acquired");
-        self.state.metrics.job_acquired(&claim.job);
-        self.state.wakeups.job_event(claim.job.id);
-        acquired(claim.job, claim.lease_token)
-    }
-
-    /// The side effects of a finished job.
-    fn finished(&self, done: &Job) {
-        self.state.metrics.job_finished(done);
-        self.state.wakeups.job_event(done.id);
-        match done.status() {
-            crate::domain::job::JobStatus::Failed => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, error = %done.error.as_deref().unwrap_or_default(), "job failed")
-            }
-            status => {
-                tracing::info!(job_id = %done.id, organization_id = %done.organization_id, status = %status, "job completed")
-            }
-        }
-    }
-
     /// The daemon's registration and long-poll wait: looks up what the request names, then
     /// checks it ([`DaemonRegistration::from_request`]).
     async fn resolve_daemon(
         &self,
+        state: &AppState,
         auth: &DaemonAuth,
         body: AcquireRequest,
     ) -> Result<(DaemonRegistration, Duration), ApiError> {
@@ -170,7 +148,7 @@ impl ProvisionerdApi {
             DaemonAuth::Key(key) => {
                 let other_organization = match &body.organization {
                     Some(org) => {
-                        let resolved = self.state.store.resolve_organization(org).await.ok();
+                        let resolved = state.store.resolve_organization(org).await.ok();
                         resolved.map(|o| o.id) != Some(key.organization_id)
                     }
                     None => false,
@@ -184,12 +162,12 @@ impl ProvisionerdApi {
             }
             DaemonAuth::Psk | DaemonAuth::Owner(_) => {
                 let organization = match &body.organization {
-                    Some(ident) => match self.state.store.resolve_organization(ident).await {
+                    Some(ident) => match state.store.resolve_organization(ident).await {
                         Ok(o) => Ok(o.id),
                         Err(crate::store::StoreError::NotFound) => Err(ident.clone()),
                         Err(e) => return Err(e.into()),
                     },
-                    None => Ok(self.state.store.default_organization_id().await?),
+                    None => Ok(state.store.default_organization_id().await?),
                 };
                 Registrant::Chooser {
                     key_id: auth.key_id(),
@@ -207,35 +185,35 @@ impl ProvisionerdApi {
     /// Registers (or refreshes) the daemon and hands it the next job it may run, waiting up to
     /// `wait_seconds` for one. 204 when none came.
     #[oai(path = "/provisionerd/acquire", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireRequest>,
     ) -> Result<AcquireResult, ApiError> {
         let peer = request.remote_addr().as_socket_addr().copied();
-        let (registration, wait) = self.resolve_daemon(&auth, body.0).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, body.0).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
-        let claim = acquire(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
-            gone,
-            daemon.id,
-            &runnable,
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
+        let ask = Ask {
+            daemon_id: daemon.id,
+            daemon_name: &daemon.name,
+            runnable: &runnable,
+            max_jobs: 1,
             wait,
-        )
-        .await?;
+        };
+        let claim = acquire(&state.claims, &state.shutdown, gone, &ask).await?;
         let Some(claim) = claim else {
             return Ok(AcquireResult::NoJob);
         };
-        let job = self.hand_out(&daemon, claim);
+        let job = acquired(claim.job, claim.lease_token);
         Ok(AcquireResult::Job(Json(Box::new(AcquireResponse {
             daemon_id: daemon.id,
             job,
@@ -246,12 +224,13 @@ impl ProvisionerdApi {
     #[oai(path = "/provisionerd/deregister", method = "post")]
     async fn deregister(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         body: Json<AcquireRequest>,
     ) -> Result<Done, ApiError> {
-        let (registration, _) = self.resolve_daemon(&auth, body.0).await?;
-        let liveness = Liveness::now_secs(self.state.settings.provisioner.stale_after_secs);
-        self.state
+        let (registration, _) = self.resolve_daemon(state, &auth, body.0).await?;
+        let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+        state
             .store
             .mark_daemon_offline(&registration, liveness)
             .await?;
@@ -265,8 +244,10 @@ impl ProvisionerdApi {
     /// Always 200; `jobs` is empty when none came. A report whose lease is not the job's
     /// current one is a 409 (404 for another organization's job) and changes nothing.
     #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire_jobs(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         request: &poem::Request,
         body: Json<AcquireJobsRequest>,
@@ -305,36 +286,26 @@ impl ProvisionerdApi {
             }
         });
         v.finish()?;
-        let (registration, wait) = self.resolve_daemon(&auth, daemon).await?;
+        let (registration, wait) = self.resolve_daemon(state, &auth, daemon).await?;
         let runnable = Runnable {
             organization_id: registration.organization_id,
             provisioners: registration.provisioners.clone(),
             tags: registration.tags.clone(),
         };
-        let daemon = self.state.store.register_daemon(registration).await?;
-        let gone = self.state.connections.peer_closed(peer);
+        let daemon = state.store.register_daemon(registration).await?;
+        let gone = state.connections.peer_closed(peer);
         let ask = Ask {
             daemon_id: daemon.id,
+            daemon_name: &daemon.name,
             runnable: &runnable,
             max_jobs: max_jobs as usize,
             wait,
         };
-        let (done, claimed) = acquire_many(
-            &self.state.store,
-            &self.state.wakeups,
-            &self.state.shutdown,
-            gone,
-            &ask,
-            report,
-        )
-        .await?;
-        if let Some(done) = &done {
-            self.finished(done);
-        }
+        let (_, claimed) = acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
         let jobs = claimed
             .claims
             .into_iter()
-            .map(|claim| self.hand_out(&daemon, claim))
+            .map(|claim| acquired(claim.job, claim.lease_token))
             .collect();
         Ok(Json(AcquireJobsResponse {
             daemon_id: daemon.id,
@@ -344,8 +315,10 @@ impl ProvisionerdApi {
 
     /// Heartbeat with optional logs; answers whether the job was canceled.
     #[oai(path = "/provisionerd/jobs/:job/update", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn update(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<UpdateJobRequest>,
@@ -355,15 +328,10 @@ impl ProvisionerdApi {
         let lease = required_lease(&mut v, body.lease_token);
         let logs = parse_logs(&mut v, body.logs);
         v.finish()?;
-        let had_logs = !logs.is_empty();
-        let beat = self
-            .state
-            .store
-            .heartbeat_job(job.0, auth.key_organization(), &lease, logs)
+        let beat = state
+            .events
+            .update(job.0, auth.key_organization(), &lease, logs)
             .await?;
-        if had_logs {
-            self.state.wakeups.job_event(job.0);
-        }
         Ok(Json(UpdateJobResponse {
             canceled: beat.canceled,
             logs_overflowed: beat.logs_overflowed,
@@ -372,8 +340,10 @@ impl ProvisionerdApi {
 
     /// Finishes the job successfully (or as canceled, if it was being canceled).
     #[oai(path = "/provisionerd/jobs/:job/complete", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn complete(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<CompleteJobRequest>,
@@ -381,19 +351,19 @@ impl ProvisionerdApi {
         let mut v = Validations::new();
         let lease = required_lease(&mut v, body.0.lease_token);
         v.finish()?;
-        let done = self
-            .state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, None)
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, None)
             .await?;
-        self.finished(&done);
         Ok(Done::NoContent)
     }
 
     /// Fails the job with an error message (and an optional error code).
     #[oai(path = "/provisionerd/jobs/:job/fail", method = "post")]
+    #[tracing::instrument(skip_all, fields(job_id = %job.0))]
     async fn fail(
         &self,
+        Data(state): Data<&AppState>,
         auth: DaemonAuth,
         job: Path<Uuid>,
         body: Json<FailJobRequest>,
@@ -404,12 +374,10 @@ impl ProvisionerdApi {
         let failure = parse_failure(&mut v, "", body.error, body.error_code);
         v.finish()?;
         let failure = failure.expect("validated above");
-        let done = self
-            .state
-            .store
-            .finish_job(job.0, auth.key_organization(), &lease, Some(failure))
+        state
+            .events
+            .finish(job.0, auth.key_organization(), &lease, Some(failure))
             .await?;
-        self.finished(&done);
         Ok(Done::NoContent)
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::net::Connections;
-use crate::queue::Wakeups;
+use crate::queue::{Claims, JobEvents, Wakeups};
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 
@@ -13,6 +13,10 @@ use crate::store::Store;
 pub struct AppState {
     pub store: Store,
     pub wakeups: Wakeups,
+    /// The side effects of every job state change (metrics, wake-ups, the log line).
+    pub events: JobEvents,
+    /// Claims for daemons (batched on SQLite).
+    pub claims: Claims,
     pub settings: Arc<Settings>,
     /// Cancelled when the server starts shutting down: long-polls and log follows end early.
     pub shutdown: Shutdown,

@@ -1,6 +1,7 @@
 //! `/users`: the first user, login and logout, creating members, reading users.
 
 use chrono::{DateTime, Utc};
+use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
@@ -16,9 +17,7 @@ use crate::domain::secrets;
 use crate::domain::user::User as UserRecord;
 use crate::store::users::NewUser;
 
-pub struct UsersApi {
-    pub state: AppState,
-}
+pub struct UsersApi;
 
 /// Body of `POST /users/first` and `POST /users`. Fields are optional in the schema so that a
 /// missing one is reported as a validation of its own.
@@ -143,8 +142,8 @@ pub async fn check_password(
 }
 
 impl UsersApi {
-    async fn to_user(&self, u: UserRecord) -> Result<User, ApiError> {
-        let organization_ids = self.state.store.organization_ids_of(u.id).await?;
+    async fn to_user(&self, state: &AppState, u: UserRecord) -> Result<User, ApiError> {
+        let organization_ids = state.store.organization_ids_of(u.id).await?;
         let role = if u.is_owner() {
             Role {
                 name: "owner".into(),
@@ -173,8 +172,11 @@ impl UsersApi {
 impl UsersApi {
     /// Whether the first user was created.
     #[oai(path = "/users/first", method = "get")]
-    async fn first_user_status(&self) -> Result<FirstUserStatus, ApiError> {
-        Ok(if self.state.store.first_user_exists().await? {
+    async fn first_user_status(
+        &self,
+        Data(state): Data<&AppState>,
+    ) -> Result<FirstUserStatus, ApiError> {
+        Ok(if state.store.first_user_exists().await? {
             FirstUserStatus::Exists(Json(Message {
                 message: "The initial user has already been created!".into(),
             }))
@@ -189,15 +191,16 @@ impl UsersApi {
     #[oai(path = "/users/first", method = "post")]
     async fn create_first_user(
         &self,
+        Data(state): Data<&AppState>,
         body: Json<CreateUserRequest>,
     ) -> Result<Created<CreateFirstUserResponse>, ApiError> {
-        if self.state.store.first_user_exists().await? {
+        if state.store.first_user_exists().await? {
             return Err(ApiError::conflict(
                 "The initial user has already been created.",
             ));
         }
         let new = body.0.into_new_user().await?;
-        let (created, organization_id) = self.state.store.create_first_user(new).await?;
+        let (created, organization_id) = state.store.create_first_user(new).await?;
         tracing::info!(user_id = %created.id, username = %created.username, "first user created");
         Ok(Created::Created(Json(CreateFirstUserResponse {
             user_id: created.id,
@@ -207,7 +210,11 @@ impl UsersApi {
 
     /// Logs in with e-mail and password; returns a session token.
     #[oai(path = "/users/login", method = "post")]
-    async fn login(&self, body: Json<LoginRequest>) -> Result<Created<LoginResponse>, ApiError> {
+    async fn login(
+        &self,
+        Data(state): Data<&AppState>,
+        body: Json<LoginRequest>,
+    ) -> Result<Created<LoginResponse>, ApiError> {
         let mut v = Validations::new();
         let email = v.required("email", body.0.email, Ok::<_, String>);
         let password = v.required("password", body.0.password, Ok::<_, String>);
@@ -215,8 +222,8 @@ impl UsersApi {
         let (Some(email), Some(password)) = (email, password) else {
             unreachable!("both fields are present")
         };
-        let user = check_password(&self.state, email, password).await?;
-        let token = self.state.store.create_session(user.id).await?;
+        let user = check_password(state, email, password).await?;
+        let token = state.store.create_session(user.id).await?;
         Ok(Created::Created(Json(LoginResponse {
             session_token: token.reveal(),
         })))
@@ -224,8 +231,12 @@ impl UsersApi {
 
     /// Ends the caller's session.
     #[oai(path = "/users/logout", method = "post")]
-    async fn logout(&self, caller: Caller) -> Result<Json<Message>, ApiError> {
-        self.state.store.delete_session(&caller.token_id).await?;
+    async fn logout(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<Message>, ApiError> {
+        state.store.delete_session(&caller.token_id).await?;
         Ok(Json(Message {
             message: "You've been logged out!".into(),
         }))
@@ -235,23 +246,28 @@ impl UsersApi {
     #[oai(path = "/users", method = "post")]
     async fn create_user(
         &self,
+        Data(state): Data<&AppState>,
         caller: Caller,
         body: Json<CreateUserRequest>,
     ) -> Result<Created<User>, ApiError> {
         caller.require_owner()?;
         let new = body.0.into_new_user().await?;
-        let created = self.state.store.create_member(new).await?;
+        let created = state.store.create_member(new).await?;
         tracing::info!(user_id = %created.id, username = %created.username, by = %caller.user.username, "user created");
-        Ok(Created::Created(Json(self.to_user(created).await?)))
+        Ok(Created::Created(Json(self.to_user(state, created).await?)))
     }
 
     /// Every user (owners only), oldest first.
     #[oai(path = "/users", method = "get")]
-    async fn list_users(&self, caller: Caller) -> Result<Json<Vec<User>>, ApiError> {
+    async fn list_users(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+    ) -> Result<Json<Vec<User>>, ApiError> {
         caller.require_owner()?;
         let mut users = Vec::new();
-        for u in self.state.store.all_users().await? {
-            users.push(self.to_user(u).await?);
+        for u in state.store.all_users().await? {
+            users.push(self.to_user(state, u).await?);
         }
         Ok(Json(users))
     }
@@ -260,15 +276,20 @@ impl UsersApi {
     /// member reads only itself (any other user is 404, as if missing), so a member never sees
     /// another user's e-mail address or organizations.
     #[oai(path = "/users/:user", method = "get")]
-    async fn get_user(&self, caller: Caller, user: Path<String>) -> Result<Json<User>, ApiError> {
+    async fn get_user(
+        &self,
+        Data(state): Data<&AppState>,
+        caller: Caller,
+        user: Path<String>,
+    ) -> Result<Json<User>, ApiError> {
         let target = if user.0 == "me" {
             caller.user.clone()
         } else {
-            self.state.store.resolve_user(&user.0).await?
+            state.store.resolve_user(&user.0).await?
         };
         if !caller.is_owner() && target.id != caller.user.id {
             return Err(ApiError::not_found());
         }
-        Ok(Json(self.to_user(target).await?))
+        Ok(Json(self.to_user(state, target).await?))
     }
 }

@@ -59,7 +59,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(addr) = app.metrics_addr() {
         announce(&format!("metrics on http://{addr}/metrics"));
     }
-    app.run(stages.graceful).await?;
+    app.run(stages.graceful.cancelled_owned()).await?;
     tracing::info!("stopped");
     Ok(())
 }

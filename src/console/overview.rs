@@ -12,6 +12,7 @@ use super::page::{Nav, confirm_dialog, html_response, shell};
 use super::session::Viewer;
 use super::time::duration_words;
 use crate::api::AppState;
+use crate::domain::daemon::Liveness;
 use crate::domain::job::JobStatus;
 use crate::domain::now;
 use crate::domain::organization::Organization;
@@ -33,10 +34,10 @@ pub async fn page(viewer: Viewer, Data(state): Data<&AppState>) -> Result<Respon
             .await?;
         organizations.retain(|o| mine.contains(&o.id));
     }
-    let stale = chrono::Duration::seconds(state.settings.provisioner.stale_after_secs as i64);
+    let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
     let mut sections = Vec::with_capacity(organizations.len());
     for org in organizations {
-        let queue = state.store.queue_overview(org.id, stale).await?;
+        let queue = state.store.queue_overview(org.id, liveness).await?;
         sections.push((org, queue));
     }
     let body = render(&viewer, &sections);

@@ -67,6 +67,16 @@ impl Tags {
         serde_json::to_string(&self.0).expect("a string map serialises")
     }
 
+    /// Tags read back from their canonical text ([`Tags::key`]).
+    pub fn from_key(key: &str) -> Result<Self, TagsError> {
+        Self::from_stored_json(json(key)?)
+    }
+
+    /// Tags read back from the database (a JSON object of strings, normalised when written).
+    pub fn from_stored_json(value: serde_json::Value) -> Result<Self, TagsError> {
+        string_map(value).map(Self)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).expect("a string map serialises")
     }
@@ -111,39 +121,35 @@ pub enum TagsError {
     UserScopeWithoutUser,
 }
 
-/// The one reader of "a JSON object of strings" a client sends as tags (of a job, a daemon, a
-/// key, or a list filter), within the tag limits.
-pub fn parse_string_map(value: serde_json::Value) -> Result<BTreeMap<String, String>, TagsError> {
+/// The one reader of "a JSON object of strings": its shape only (stored tags were checked
+/// when written).
+fn string_map(value: serde_json::Value) -> Result<BTreeMap<String, String>, TagsError> {
     let serde_json::Value::Object(map) = value else {
         return Err(TagsError::NotAnObject(value));
     };
-    let tags = map
-        .into_iter()
+    map.into_iter()
         .map(|(key, value)| match value {
             serde_json::Value::String(s) => Ok((key, s)),
             value => Err(TagsError::NotAString { key, value }),
         })
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
+        .collect()
+}
+
+fn json(raw: &str) -> Result<serde_json::Value, TagsError> {
+    serde_json::from_str(raw).map_err(|e| TagsError::NotJson(e.to_string()))
+}
+
+/// Tags a client sends (of a job, a daemon, a key, or a list filter): a JSON object of strings
+/// within the tag limits.
+pub fn parse_string_map(value: serde_json::Value) -> Result<BTreeMap<String, String>, TagsError> {
+    let tags = string_map(value)?;
     check_tags(&tags)?;
     Ok(tags)
 }
 
 /// [`parse_string_map`] of JSON text (a query parameter).
 pub fn parse_string_map_text(raw: &str) -> Result<BTreeMap<String, String>, TagsError> {
-    let value = serde_json::from_str(raw).map_err(|e| TagsError::NotJson(e.to_string()))?;
-    parse_string_map(value)
-}
-
-/// A `serde_json::Value` read from the database as a string map (non-strings are skipped).
-pub fn map_from_json(value: &serde_json::Value) -> BTreeMap<String, String> {
-    value
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    parse_string_map(json(raw)?)
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ struct Inner {
     replica_id: Uuid,
     /// Whether other replicas may exist and must be told about license changes.
     postgres: bool,
+    /// What the replica's listener hears on [`notify::CHANNEL`] (PostgreSQL), until `start`.
+    heard: Mutex<Option<crate::queue::notifier::Subscription>>,
     snapshot: RwLock<Arc<Snapshot>>,
     last_forced: Mutex<Option<Instant>>,
     /// Serialises recomputations so an older result never overwrites a newer one.
@@ -55,29 +57,27 @@ struct Inner {
 }
 
 impl Entitlements {
-    /// A handle serving the unlicensed snapshot until [`Entitlements::start`] runs.
-    pub fn new(store: Store, keys: LicenseKeys, postgres: bool) -> Self {
+    /// A handle serving the unlicensed snapshot until [`Entitlements::start`] runs. With the
+    /// replica's `notifier` (PostgreSQL), license changes travel between replicas.
+    pub fn new(
+        store: Store,
+        keys: LicenseKeys,
+        notifier: Option<&mut crate::queue::notifier::Notifier>,
+    ) -> Self {
+        let heard = notifier.map(|n| n.subscribe(&[notify::CHANNEL]));
         Self {
             inner: Arc::new(Inner {
                 store,
                 keys,
                 replica_id: Uuid::new_v4(),
-                postgres,
+                postgres: heard.is_some(),
+                heard: Mutex::new(heard),
                 snapshot: RwLock::new(Arc::new(compute(now(), &[], Usage::default()))),
                 last_forced: Mutex::new(None),
                 recompute: tokio::sync::Mutex::new(()),
                 background: Mutex::new(None),
             }),
         }
-    }
-
-    /// A handle without a database, for printing the OpenAPI document.
-    pub fn offline() -> Self {
-        Self::new(
-            Store::from_connection(Default::default()),
-            LicenseKeys::default(),
-            false,
-        )
     }
 
     pub fn keys(&self) -> &LicenseKeys {
@@ -121,9 +121,9 @@ impl Entitlements {
             .await?;
         self.refresh().await?;
         let mut tasks = vec![tokio::spawn(replica::run(self.clone(), shutdown.clone()))];
-        if self.inner.postgres {
-            let db = self.inner.store.connection().clone();
-            tasks.push(tokio::spawn(notify::listen(self.clone(), db, shutdown)));
+        let heard = self.inner.heard.lock().expect("not poisoned").take();
+        if let Some(heard) = heard {
+            tasks.push(tokio::spawn(notify::listen(self.clone(), heard, shutdown)));
         }
         let all = tokio::spawn(async move {
             for task in tasks {
@@ -212,7 +212,7 @@ impl Entitlements {
 
     async fn announce(&self) {
         if self.inner.postgres {
-            notify::announce(self.inner.store.connection(), self.replica_id()).await;
+            notify::announce(self).await;
         }
     }
 

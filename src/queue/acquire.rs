@@ -8,40 +8,38 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::Wakeups;
+use super::claims::Claims;
 use super::dispatch::{Attempt, BACKUP_POLL, Waiter};
 use crate::shutdown::Shutdown;
+use crate::store::StoreResult;
 use crate::store::jobs::{Claim, Claimed, Report, Runnable};
-use crate::store::{Store, StoreResult};
 
 /// What a daemon asks for: up to `max_jobs` jobs, waiting up to `wait`.
 #[derive(Debug, Clone)]
 pub struct Ask<'a> {
     pub daemon_id: Uuid,
+    /// The daemon's name, for the log line of each job it acquires.
+    pub daemon_name: &'a str,
     pub runnable: &'a Runnable,
     pub max_jobs: usize,
     pub wait: Duration,
 }
 
-/// Claims a job for `daemon_id`, waiting up to `wait` for one to appear. `None`: nothing came,
+/// Claims one job for the asking daemon, waiting up to `ask.wait` for one to appear (each job
+/// handed out is a [`super::JobEvents`] acquire). `None`: nothing came,
 /// the server is shutting down, or `gone` resolved (the daemon hung up: a job claimed now could
 /// never reach it).
 pub async fn acquire(
-    store: &Store,
-    wakeups: &Wakeups,
+    claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
-    daemon_id: Uuid,
-    runnable: &Runnable,
-    wait: Duration,
+    ask: &Ask<'_>,
 ) -> StoreResult<Option<Claim>> {
-    let ask = Ask {
-        daemon_id,
-        runnable,
+    let one = Ask {
         max_jobs: 1,
-        wait,
+        ..ask.clone()
     };
-    Ok(acquire_many(store, wakeups, shutdown, gone, &ask, None)
+    Ok(acquire_many(claims, shutdown, gone, &one, None)
         .await?
         .1
         .claims
@@ -51,9 +49,9 @@ pub async fn acquire(
 /// Claims up to `ask.max_jobs` jobs, first finishing `report` in the same transaction if
 /// given (its job is returned). Waits as [`acquire`] does when nothing is claimable; the report
 /// is committed before any wait.
+#[tracing::instrument(skip_all, fields(daemon_id = %ask.daemon_id))]
 pub async fn acquire_many(
-    store: &Store,
-    wakeups: &Wakeups,
+    claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
     ask: &Ask<'_>,
@@ -61,7 +59,11 @@ pub async fn acquire_many(
 ) -> StoreResult<(Option<crate::domain::job::Job>, Claimed)> {
     tokio::pin!(gone);
     let deadline = Instant::now() + ask.wait;
-    let waiter = wakeups.dispatcher().register(ask.runnable);
+    let waiter = claims
+        .events()
+        .wakeups()
+        .dispatcher()
+        .register(ask.runnable);
     let mut finished = None;
     let mut report = report;
     loop {
@@ -69,16 +71,35 @@ pub async fn acquire_many(
         // A daemon that will not wait gets an answer from the database, not from the hints.
         attempt.claim |= ask.wait.is_zero();
         let claimed = if let Some(report) = report.take() {
-            // A report always runs, and its claim with it: one statement either way.
-            attempt.claim = true;
-            let (done, claimed) = store
-                .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
-                .await?;
-            finished = Some(done);
-            Some(claimed)
+            if attempt.claim {
+                // Report and claim in one statement.
+                let (done, claimed) = claims
+                    .store()
+                    .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
+                    .await?;
+                claims.events().finished(&done);
+                finished = Some(done);
+                Some(claimed)
+            } else {
+                // This kind of daemon is known to have nothing to run: the report alone, no
+                // claim that would find nothing (the daemon then waits for a hint).
+                let Report {
+                    job_id,
+                    organization,
+                    lease_token,
+                    error,
+                } = report;
+                let done = claims
+                    .store()
+                    .finish_job(job_id, organization, &lease_token, error)
+                    .await?;
+                claims.events().finished(&done);
+                finished = Some(done);
+                None
+            }
         } else if attempt.claim {
             Some(
-                store
+                claims
                     .claim_jobs(ask.daemon_id, ask.runnable, ask.max_jobs)
                     .await?,
             )
@@ -89,6 +110,11 @@ pub async fn acquire_many(
             let ids: Vec<Uuid> = claimed.claims.iter().map(|c| c.job.id).collect();
             waiter.end(&mut attempt, &ids, claimed.more);
             if !ids.is_empty() {
+                for claim in &claimed.claims {
+                    claims
+                        .events()
+                        .acquired(&claim.job, ask.daemon_name, ask.daemon_id);
+                }
                 return Ok((finished, claimed));
             }
         }

@@ -2,14 +2,12 @@
 //! nothing waits forever, and deletes daemons gone for `daemon_purge_after_secs`, so the
 //! registry does not grow forever.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::Wakeups;
+use super::JobEvents;
 use crate::config::ReaperSettings;
-use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::store::jobs::{ReapPolicy, ReapedJob};
 use crate::store::{Store, StoreError, StoreResult, unavailability};
@@ -17,26 +15,20 @@ use crate::store::{Store, StoreError, StoreResult, unavailability};
 #[derive(Clone)]
 pub struct Reaper {
     store: Store,
-    wakeups: Wakeups,
-    metrics: Arc<Metrics>,
+    events: JobEvents,
     policy: ReapPolicy,
     interval: Duration,
     daemon_purge_after: chrono::Duration,
 }
 
 impl Reaper {
-    pub fn new(
-        store: Store,
-        wakeups: Wakeups,
-        metrics: Arc<Metrics>,
-        settings: &ReaperSettings,
-    ) -> Self {
+    /// Reaps through `events`, so each reaped job has the side effects of any other failure.
+    pub fn new(store: Store, events: JobEvents, settings: &ReaperSettings) -> Self {
         // At most a century, so `at - after` can never overflow.
         let secs = |s: u64| chrono::Duration::seconds(s.min(100 * 365 * 24 * 3600) as i64);
         Self {
+            events,
             store,
-            wakeups,
-            metrics,
             policy: ReapPolicy {
                 hung_after: secs(settings.hung_after_secs),
                 pending_after: secs(settings.pending_after_secs),
@@ -49,19 +41,7 @@ impl Reaper {
 
     /// One pass as if the time were `at` (tests inject a clock this way).
     pub async fn run_once(&self, at: DateTime<Utc>) -> StoreResult<Vec<ReapedJob>> {
-        let reaped = self.store.reap_jobs(at, self.policy).await?;
-        for job in &reaped {
-            tracing::warn!(
-                job_id = %job.id,
-                organization_id = %job.organization_id,
-                reason = job.reason.as_str(),
-                "job reaped: {}",
-                job.error
-            );
-            self.metrics.job_reaped(job);
-            self.wakeups.job_event(job.id);
-        }
-        Ok(reaped)
+        self.events.reap(at, self.policy).await
     }
 
     /// Deletes the daemons not seen for `daemon_purge_after_secs` as if the time were `at`.

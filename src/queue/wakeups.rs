@@ -1,7 +1,8 @@
 //! Wake-ups: a new job is offered to one waiting daemon that can run it (`queue::dispatch`), a
 //! job event (new logs, finished) wakes log followers. In-process they are function calls and
-//! tokio channels; with PostgreSQL they also travel between replicas over `LISTEN/NOTIFY`, so
-//! each replica offers a new job to one of its own waiting daemons.
+//! tokio channels; with PostgreSQL they also travel between replicas over `LISTEN/NOTIFY` (the
+//! replica's one listener, `queue::notifier`), so each replica offers a new job to one of its
+//! own waiting daemons.
 //!
 //! NOTIFY is sent outside the enqueue transaction (PostgreSQL serialises the commits of
 //! transactions that notify) and coalesced: the job hints queued while one NOTIFY is on its way
@@ -10,17 +11,16 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use sea_orm::sqlx::postgres::PgListener;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{Notify, broadcast};
 use uuid::Uuid;
 
 use super::dispatch::{Dispatcher, Hint, JobHint};
+use super::notifier::{Heard, Notifier, Subscription};
 use crate::domain::job::Job;
 use crate::domain::tags::Tags;
 use crate::shutdown::Shutdown;
+use crate::store::Store;
 
 const JOBS_CHANNEL: &str = "provq_jobs";
 const EVENTS_CHANNEL: &str = "provq_job_events";
@@ -66,17 +66,18 @@ impl Wakeups {
         }
     }
 
-    /// Wake-ups shared by every replica on one PostgreSQL database: starts the listener and the
-    /// coalescing notifier, both stopped by `shutdown`.
-    pub fn postgres(db: DatabaseConnection, shutdown: Shutdown) -> Self {
+    /// Wake-ups shared by every replica on one PostgreSQL database: subscribes to the replica's
+    /// listener and starts the coalescing sender, both stopped by `shutdown`.
+    pub fn postgres(store: Store, notifier: &mut Notifier, shutdown: Shutdown) -> Self {
         let wakeups = Self::build(Some(Remote {
             replica: Uuid::new_v4(),
             jobs_pending: Mutex::new(Vec::new()),
             events_pending: Mutex::new(HashSet::new()),
             kick: Notify::new(),
         }));
-        tokio::spawn(wakeups.clone().listen(db.clone(), shutdown.clone()));
-        tokio::spawn(wakeups.clone().notify_loop(db, shutdown));
+        let heard = notifier.subscribe(&[JOBS_CHANNEL, EVENTS_CHANNEL]);
+        tokio::spawn(wakeups.clone().listen(heard, shutdown.clone()));
+        tokio::spawn(wakeups.clone().notify_loop(store, shutdown));
         wakeups
     }
 
@@ -122,7 +123,7 @@ impl Wakeups {
         self.inner.events.subscribe()
     }
 
-    async fn notify_loop(self, db: DatabaseConnection, shutdown: Shutdown) {
+    async fn notify_loop(self, store: Store, shutdown: Shutdown) {
         let Some(remote) = &self.inner.remote else {
             return;
         };
@@ -138,7 +139,7 @@ impl Wakeups {
                     break;
                 }
                 for payload in hint_payloads(remote.replica, &hints) {
-                    send_notify(&db, JOBS_CHANNEL, &payload).await;
+                    send_notify(&store, JOBS_CHANNEL, &payload).await;
                 }
             }
             let events: Vec<Uuid> = remote
@@ -150,52 +151,33 @@ impl Wakeups {
             // Many events per NOTIFY: each one is a commit that serialises with every other
             // NOTIFY, so one per event would cap the whole queue's throughput.
             for chunk in events.chunks(EVENTS_PER_NOTIFY) {
-                send_notify(&db, EVENTS_CHANNEL, &join_ids(chunk)).await;
+                send_notify(&store, EVENTS_CHANNEL, &join_ids(chunk)).await;
             }
         }
     }
 
-    async fn listen(self, db: DatabaseConnection, shutdown: Shutdown) {
+    /// Hands what the listener hears to this replica's waiters until shutdown.
+    async fn listen(self, mut heard: Subscription, shutdown: Shutdown) {
+        let own = self.inner.remote.as_ref().map(|r| r.replica);
         loop {
-            match self.listen_once(&db, &shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
-                    // Anything sent meanwhile is lost: let every kind of waiter look again.
-                    self.inner.dispatcher.offer(Hint::Any);
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            let heard = tokio::select! {
+                () = shutdown.cancelled() => return,
+                h = heard.recv() => h,
+            };
+            match heard {
+                None => return,
+                // Anything sent while nobody listened is lost: every kind of waiter looks again.
+                Some(Heard::Listening | Heard::Lost) => self.inner.dispatcher.offer(Hint::Any),
+                Some(Heard::Message(n)) if n.channel == JOBS_CHANNEL => {
+                    for hint in parse_hints(&n.payload, own) {
+                        self.inner.dispatcher.offer(hint);
                     }
                 }
-            }
-        }
-    }
-
-    async fn listen_once(
-        &self,
-        db: &DatabaseConnection,
-        shutdown: &Shutdown,
-    ) -> Result<(), sea_orm::sqlx::Error> {
-        let mut listener = PgListener::connect_with(db.get_postgres_connection_pool()).await?;
-        listener.ignore_pool_close_event(true);
-        listener.listen_all([JOBS_CHANNEL, EVENTS_CHANNEL]).await?;
-        // Jobs may have arrived while we were not listening.
-        self.inner.dispatcher.offer(Hint::Any);
-        loop {
-            let notification = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                n = listener.recv() => n?,
-            };
-            if notification.channel() == JOBS_CHANNEL {
-                let own = self.inner.remote.as_ref().map(|r| r.replica);
-                for hint in parse_hints(notification.payload(), own) {
-                    self.inner.dispatcher.offer(hint);
-                }
-            } else {
-                for id in notification.payload().split(',') {
-                    if let Ok(id) = Uuid::parse_str(id) {
-                        let _ = self.inner.events.send(id);
+                Some(Heard::Message(n)) => {
+                    for id in n.payload.split(',') {
+                        if let Ok(id) = Uuid::parse_str(id) {
+                            let _ = self.inner.events.send(id);
+                        }
                     }
                 }
             }
@@ -299,13 +281,8 @@ fn join_ids(ids: &[Uuid]) -> String {
     out
 }
 
-async fn send_notify(db: &DatabaseConnection, channel: &str, payload: &str) {
-    let stmt = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
-        [channel.into(), payload.into()],
-    );
-    if let Err(e) = db.execute_raw(stmt).await {
+async fn send_notify(store: &Store, channel: &str, payload: &str) {
+    if let Err(e) = store.notify(channel, payload).await {
         tracing::warn!(error = %e, channel, "NOTIFY failed; waiters fall back to polling");
     }
 }

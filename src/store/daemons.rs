@@ -44,12 +44,6 @@ struct Registered {
     at: Instant,
 }
 
-impl Default for SeenDaemons {
-    fn default() -> Self {
-        Self::new(std::time::Duration::from_secs(90))
-    }
-}
-
 impl SeenDaemons {
     pub(crate) fn new(stale_after: std::time::Duration) -> Self {
         Self {

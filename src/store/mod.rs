@@ -6,6 +6,7 @@ pub mod daemons;
 pub mod jobs;
 pub mod licenses;
 pub mod logs;
+pub mod notify;
 pub mod organizations;
 pub mod overview;
 pub mod provisioner_keys;
@@ -23,8 +24,6 @@ use sea_orm::{
     ConnAcquireErr, ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr, RuntimeErr,
     SqlErr,
 };
-
-use crate::config::Settings;
 
 /// Errors of the store layer; `api::error` maps each to an HTTP answer in one place.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +124,28 @@ fn is_unavailable_sqlstate(code: &str) -> bool {
 /// How long a PostgreSQL connection may sit idle in the pool before it is pinged on checkout.
 const IDLE_BEFORE_PING: Duration = Duration::from_millis(250);
 
+/// How to reach the database, and the few facts about daemons the store needs. Built from the
+/// configuration by `startup` (the store does not read settings itself).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub database_url: String,
+    /// PostgreSQL's pool size (SQLite always uses one connection).
+    pub max_connections: u32,
+    /// How long a statement waits for a pooled connection before failing as busy.
+    pub acquire_timeout: Duration,
+    /// A daemon not seen for this long is offline; its `last_seen_at` is written at most about
+    /// this often.
+    pub daemon_stale_after: Duration,
+    /// Most daemons an organization may have registered.
+    pub daemons_per_organization: u64,
+}
+
+impl StoreOptions {
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
 /// Handle to the database, cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -133,23 +154,24 @@ pub struct Store {
     seen: std::sync::Arc<daemons::SeenDaemons>,
     /// The default organization's id, which never changes once seeded.
     default_org: std::sync::Arc<std::sync::OnceLock<uuid::Uuid>>,
-    /// Concurrent claims waiting to share a statement.
-    claims: std::sync::Arc<jobs::ClaimBatcher>,
+    /// Claim statements this replica ran (exposed on `/metrics`).
+    claim_statements: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
     /// Connects with settings that suit each backend: SQLite in WAL mode with a busy timeout and
     /// one connection (SQLite has one writer anyway, and one connection can never see
-    /// "database is locked"); PostgreSQL with a pool sized by `database_max_connections`.
-    pub async fn connect(settings: &Settings) -> Result<Self, DbErr> {
-        let mut options = ConnectOptions::new(settings.database_url.clone());
-        options
+    /// "database is locked"); PostgreSQL with a pool of `max_connections`.
+    pub async fn connect(options: impl Into<StoreOptions>) -> Result<Self, DbErr> {
+        let options: StoreOptions = options.into();
+        let mut connect = ConnectOptions::new(options.database_url.clone());
+        connect
             .sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(settings.database_acquire_timeout_secs));
-        if settings.is_postgres() {
-            options
-                .max_connections(settings.database_max_connections)
+            .acquire_timeout(options.acquire_timeout);
+        if options.is_postgres() {
+            connect
+                .max_connections(options.max_connections)
                 .min_connections(1)
                 // A connection that sat idle may have been cut (a restart, a failover, a proxy);
                 // ping those before use. Pinging every checkout would add a round trip to every
@@ -157,34 +179,23 @@ impl Store {
                 .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
                 .map_sqlx_postgres_opts(|o| o.application_name("provq"));
         } else {
-            options.max_connections(1).map_sqlx_sqlite_opts(|o| {
+            connect.max_connections(1).map_sqlx_sqlite_opts(|o| {
                 o.journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
             });
         }
-        let db = Database::connect(options).await?;
-        let stale_after = Duration::from_secs(settings.provisioner.stale_after_secs);
-        let claims = jobs::ClaimBatcher::new(db.get_database_backend());
+        let db = Database::connect(connect).await?;
         Ok(Self {
             db,
             seen: std::sync::Arc::new(
-                daemons::SeenDaemons::new(stale_after)
-                    .with_cap(settings.limits.daemons_per_organization),
+                daemons::SeenDaemons::new(options.daemon_stale_after)
+                    .with_cap(options.daemons_per_organization),
             ),
             default_org: Default::default(),
-            claims: std::sync::Arc::new(claims),
+            claim_statements: Default::default(),
         })
-    }
-
-    pub fn from_connection(db: DatabaseConnection) -> Self {
-        Self {
-            db,
-            seen: Default::default(),
-            default_org: Default::default(),
-            claims: Default::default(),
-        }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {

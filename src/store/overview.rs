@@ -45,11 +45,11 @@ struct StatusRow {
 }
 
 impl Store {
-    /// The overview of an organization's queue; `stale_after` decides which daemons are online.
+    /// The overview of an organization's queue; `liveness` decides which daemons are online.
     pub async fn queue_overview(
         &self,
         organization_id: Uuid,
-        stale_after: Duration,
+        liveness: Liveness,
     ) -> StoreResult<QueueOverview> {
         let now = crate::domain::now();
         let since = now - RECENT;
@@ -72,7 +72,6 @@ impl Store {
 
         let daemons = self.daemons(Some(organization_id)).await?;
         let busy = self.busy_worker_ids(Some(organization_id)).await?;
-        let liveness = Liveness::at(now, stale_after);
         let mut by_status: BTreeMap<&'static str, i64> = DaemonStatus::ALL
             .into_iter()
             .map(|s| (s.as_str(), 0))

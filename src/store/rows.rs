@@ -2,8 +2,6 @@
 //! type, tags that are not a JSON object of strings, …) is a [`StoreError::BadRow`]: logged and
 //! answered with an opaque 500, never replaced by a default.
 
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 
 use super::StoreError;
@@ -25,20 +23,6 @@ fn bad(table: &'static str, id: impl ToString, column: &str, why: impl ToString)
         id: id.to_string(),
         reason: format!("{column}: {}", why.to_string()),
     }
-}
-
-/// Stored tags: a JSON object of strings, as written (already normalised).
-fn tags(value: &Value) -> Result<Tags, String> {
-    let Value::Object(map) = value else {
-        return Err(format!("not a JSON object: {value}"));
-    };
-    map.iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k.clone(), s.clone())),
-            other => Err(format!("the value of \"{k}\" is not a string: {other}")),
-        })
-        .collect::<Result<BTreeMap<_, _>, _>>()
-        .map(Tags::from_stored)
 }
 
 impl TryFrom<provisioner_job::Model> for Job {
@@ -68,7 +52,7 @@ impl TryFrom<provisioner_job::Model> for Job {
             job_type: JobType::parse(&row.job_type).map_err(|e| bad(T, id, "type", e))?,
             input: serde_json::from_value(row.input).map_err(|e| bad(T, id, "input", e))?,
             file_id: row.file_id,
-            tags: tags(&row.tags).map_err(|e| bad(T, id, "tags", e))?,
+            tags: Tags::from_stored_json(row.tags).map_err(|e| bad(T, id, "tags", e))?,
             tags_key: row.tags_key,
             metadata: serde_json::from_value(row.metadata)
                 .map_err(|e| bad(T, id, "metadata", e))?,
@@ -103,7 +87,7 @@ impl TryFrom<provisioner_daemon::Model> for Daemon {
             name: row.name,
             owner_tag: row.owner_tag,
             key_id: row.key_id,
-            tags: tags(&row.tags).map_err(|e| bad(T, id, "tags", e))?,
+            tags: Tags::from_stored_json(row.tags).map_err(|e| bad(T, id, "tags", e))?,
             provisioners,
             version: row.version,
             created_at: row.created_at,
@@ -119,7 +103,8 @@ impl TryFrom<provisioner_key::Model> for ProvisionerKey {
         Ok(ProvisionerKey {
             id: row.id,
             organization_id: row.organization_id,
-            tags: tags(&row.tags).map_err(|e| bad("provisioner_keys", row.id, "tags", e))?,
+            tags: Tags::from_stored_json(row.tags)
+                .map_err(|e| bad("provisioner_keys", row.id, "tags", e))?,
             name: row.name,
             hashed_secret: row.hashed_secret,
             created_at: row.created_at,

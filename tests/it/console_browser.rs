@@ -3,8 +3,6 @@
 //! its own process group, killed as a whole when the test ends, even by a panic, so no Chromium
 //! outlives its test.
 
-#![allow(dead_code)]
-
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};

@@ -221,6 +221,78 @@ backend_tests! {
         assert!(waited < Duration::from_secs(4), "woken by the backup poll, not the wake-up: {waited:?}");
     }
 
+    async fn a_report_with_nothing_left_runs_no_claim(backend: Backend) {
+        // Issue 15.1: a daemon reporting its job when its kind has nothing left must not pay a
+        // claim that finds nothing; the job that arrives while it waits costs one claim.
+        let (app, owner) = spawn_queue(backend).await;
+        let app = Arc::new(app);
+        let claims = |app: &TestApp| app.state.store.claim_statements();
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (status, first) = app.worker("/acquire-jobs", json!({"name": "d", "wait_seconds": 0})).await;
+        assert_eq!(status, StatusCode::OK, "{first}");
+        let lease = first["jobs"][0]["lease_token"].clone();
+        let before = claims(&app);
+        let reporter = {
+            let (app, job) = (app.clone(), job.clone());
+            tokio::spawn(async move {
+                app.worker("/acquire-jobs", json!({"name": "d", "wait_seconds": 15, "report": {"job_id": job, "lease_token": lease}})).await
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.status_of(&owner, &job).await != "succeeded" {
+            assert!(Instant::now() < deadline, "the report was not committed before the wait");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(claims(&app) - before, 0, "the report ran no claim");
+        let next = app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string();
+        let (status, answer) = reporter.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["jobs"][0]["job_id"].as_str(), Some(next.as_str()));
+        assert_eq!(claims(&app) - before, 1, "one claim for the one job");
+    }
+
+    async fn a_claim_put_back_wakes_a_waiting_daemon_at_once(backend: Backend) {
+        use provq::domain::job::Provisioner;
+        use provq::domain::tags::Tags;
+        use provq::store::daemons::DaemonRegistration;
+        use provq::store::jobs::Runnable;
+
+        let (app, owner) = spawn_queue(backend).await;
+        let job = app.enqueue(&owner, json!({"type": "workspace_build"})).await;
+        // A daemon that never receives its claim (it went away while the batch ran) holds the
+        // only job, so a daemon that asks now finds nothing and goes to sleep.
+        let store = app.state.store.clone();
+        let organization_id = store.default_organization_id().await.unwrap();
+        let vanished = store
+            .register_daemon(DaemonRegistration {
+                organization_id,
+                name: "vanished".into(),
+                key_id: None,
+                tags: Tags::untagged(),
+                provisioners: vec![Provisioner::Terraform],
+                version: String::new(),
+            })
+            .await
+            .unwrap();
+        let runnable = Runnable { organization_id, provisioners: vec![Provisioner::Terraform], tags: Tags::untagged() };
+        let claim = app.state.claims.claim_job(vanished.id, &runnable).await.unwrap().expect("the job");
+        let app = Arc::new(app);
+        let waiter = {
+            let app = app.clone();
+            tokio::spawn(async move { app.acquire("sleeper", json!({}), 20).await })
+        };
+        eventually(Duration::from_secs(10), "the sleeper to wait", || async {
+            app.state.wakeups.dispatcher().idle_waiters() == 1
+        })
+        .await;
+        let put_back = Instant::now();
+        app.state.claims.put_back(&claim).await;
+        let got = waiter.await.unwrap();
+        let waited = put_back.elapsed();
+        assert_eq!(got.unwrap().0, job["id"].as_str().unwrap());
+        assert!(waited < Duration::from_secs(2), "woken by the backup poll, not the put-back: {waited:?}");
+    }
+
     async fn a_daemon_that_hangs_up_mid_long_poll_is_not_handed_a_job(backend: Backend) {
         // One long-poll per credential: a second acquire is refused while the ghost's is held.
         let (app, owner) = spawn_queue_with(backend, |s| s.limits.long_polls_per_credential = 1).await;
@@ -371,6 +443,83 @@ backend_tests! {
     }
 }
 
+/// A replica holds one LISTEN connection for every topic (wake-ups and entitlements alike).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_listens_on_one_connection() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let (app, _owner) = spawn_queue(Backend::Postgres).await;
+    let listeners = || async {
+        let row = app
+            .state
+            .store
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    eventually(Duration::from_secs(10), "the replica to listen", || async {
+        listeners().await > 0
+    })
+    .await;
+    let query: String = app
+        .state
+        .store
+        .connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "query")
+        .unwrap();
+    assert_eq!(listeners().await, 1, "one LISTEN connection: {query}");
+    for channel in ["provq_jobs", "provq_job_events", "provq_entitlements"] {
+        assert!(
+            query.contains(channel),
+            "{channel} is not listened on: {query}"
+        );
+    }
+    // A lost connection is replaced (after the first backoff step, 1 s), still only one.
+    let listener_pid = || async {
+        app.state
+            .store
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            ))
+            .await
+            .unwrap()
+            .map(|row| row.try_get::<i32>("", "pid").unwrap())
+    };
+    let cut = listener_pid().await.unwrap();
+    app.state
+        .store
+        .connection()
+        .execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_terminate_backend({cut})"),
+        ))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the notifier to listen again",
+        || async { listener_pid().await.is_some_and(|pid| pid != cut) },
+    )
+    .await;
+    assert_eq!(listeners().await, 1);
+}
+
 /// Two `provq serve` replicas on one PostgreSQL: daemons wait on replica A, jobs arrive through
 /// replica B, and LISTEN/NOTIFY wakes them well before the backup poll would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -381,7 +530,7 @@ async fn replicas_share_one_queue_and_wake_each_other() {
     let b = provq::startup::Application::build(settings).await.unwrap();
     let b_url = format!("http://{}", b.local_addr());
     let b_shutdown = provq::shutdown::Shutdown::new();
-    tokio::spawn(b.run(b_shutdown.clone()));
+    tokio::spawn(b.run(b_shutdown.clone().cancelled_owned()));
     let a = Arc::new(a);
     let total = 40;
     let seen = Arc::new(Mutex::new(Vec::<(String, Duration)>::new()));
@@ -481,8 +630,8 @@ async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
     };
     let mut delivered = HashSet::new();
     for i in 0..120u64 {
-        let (store, runnable) = (store.clone(), runnable.clone());
-        let claim = tokio::spawn(async move { store.claim_job(daemon.id, &runnable).await });
+        let (claims, runnable) = (app.state.claims.clone(), runnable.clone());
+        let claim = tokio::spawn(async move { claims.claim_job(daemon.id, &runnable).await });
         // Give up after 0–1.5 ms: before, during or after the batch's statement.
         tokio::time::sleep(Duration::from_micros((i % 4) * 500)).await;
         claim.abort();
@@ -492,7 +641,13 @@ async fn a_claim_whose_caller_went_away_goes_back_to_the_queue_on_sqlite() {
     }
     // A claim that is waited for runs after every batch before it: from then on no abandoned
     // claim can start a job, and releases (right after their batch) only take jobs back.
-    if let Some(c) = store.claim_job(daemon.id, &runnable).await.unwrap() {
+    if let Some(c) = app
+        .state
+        .claims
+        .claim_job(daemon.id, &runnable)
+        .await
+        .unwrap()
+    {
         delivered.insert(c.job.id.to_string());
     }
     let running = || async {

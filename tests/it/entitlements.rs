@@ -173,7 +173,7 @@ async fn replicas_share_licenses_and_count_each_other() {
     let b = provq::startup::Application::build(settings).await.unwrap();
     let b_state = b.state().clone();
     let b_shutdown = provq::shutdown::Shutdown::new();
-    let b_server = tokio::spawn(b.run(b_shutdown.clone()));
+    let b_server = tokio::spawn(b.run(b_shutdown.clone().cancelled_owned()));
     let b_sees = |feature: &'static str, want: &'static str| {
         let state = b_state.clone();
         move || {

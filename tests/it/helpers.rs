@@ -115,7 +115,7 @@ impl TestApp {
         let shutdown = Shutdown::new();
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
-            app.run(token).await.expect("server runs");
+            app.run(token.cancelled_owned()).await.expect("server runs");
         });
         Self {
             backend,

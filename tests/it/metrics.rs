@@ -6,7 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
 use chrono::Duration;
-use provq::queue::Wakeups;
 use provq::queue::reaper::Reaper;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -98,7 +97,7 @@ backend_tests! {
         }
         // Daemon b takes one and hangs; the reaper fails it.
         app.acquire("b", json!({}), 0).await.unwrap();
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &app.state.settings.reaper);
         assert_eq!(reaper.run_once(provq::domain::now() + Duration::minutes(6)).await.unwrap().len(), 1);
         // Jobs go out oldest first: a took ids[0..2], b ids[2]. Cancel ids[5] while pending,
         // let a hold ids[3]; ids[4] and the gpu job stay pending; daemon c goes offline.
@@ -140,6 +139,88 @@ backend_tests! {
         );
         assert!(m.keys().any(|k| k.starts_with("provq_http_request_duration_seconds_count{method=POST,route=/api/v2/provisionerd/acquire}")));
         assert!(!m.keys().any(|k| k.contains("route=/api/v2/organizations/default")), "raw paths must not become labels");
+    }
+}
+
+/// A field of a JSON log line, from the event or from one of the spans it was logged in.
+fn logged_field<'a>(line: &'a Value, field: &str) -> Vec<&'a Value> {
+    let mut found: Vec<&Value> = line.get(field).into_iter().collect();
+    if let Some(spans) = line["spans"].as_array() {
+        found.extend(spans.iter().filter_map(|s| s.get(field)));
+    }
+    found
+}
+
+/// The lines a request causes carry its request id (the `request` span) and the job's id (the
+/// handler's span), in the real server's log output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_a_request_causes_carry_its_request_id_and_job_id() {
+    let (_db, url) = TestDatabase::create(Backend::Sqlite).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = provq(home.path());
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--prometheus-listen",
+        "",
+        "--database-url",
+        &url,
+    ])
+    .env("PROVQ_LOG_FORMAT", "json")
+    .env("RUST_LOG", "info");
+    let mut server = ServeProcess::start(cmd);
+    let http = http_client();
+    let base = format!(
+        "{}/api/v2/organizations/default/provisionerjobs",
+        server.url
+    );
+    let token = owner_token_at(&server.url).await;
+    let resp = http
+        .post(&base)
+        .header("Coder-Session-Token", &token)
+        .json(&json!({"type": "workspace_build"}))
+        .send()
+        .await
+        .unwrap();
+    let enqueue_request = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let job: Value = resp.json().await.unwrap();
+    let job_id = job["id"].as_str().unwrap().to_string();
+    let resp = http
+        .post(format!("{base}/{job_id}/cancel"))
+        .header("Coder-Session-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cancel_request = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let stderr = server.child.stderr.take().unwrap();
+    assert_eq!(server.terminate().code(), Some(0));
+    let lines: Vec<Value> = BufReader::new(stderr)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).expect("every log line is JSON"))
+        .collect();
+    for (message, request_id) in [
+        ("job enqueued", &enqueue_request),
+        ("job canceled", &cancel_request),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in {lines:#?}"));
+        assert!(
+            logged_field(line, "request_id").contains(&&json!(request_id)),
+            "{message:?} does not carry its request id {request_id}: {line}"
+        );
+        let in_span = line["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["job_id"] == json!(job_id));
+        assert!(
+            in_span,
+            "{message:?} was not logged in a span with the job id {job_id}: {line}"
+        );
     }
 }
 

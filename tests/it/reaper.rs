@@ -2,7 +2,6 @@
 //! and their old leases are refused afterwards.
 
 use chrono::Duration;
-use provq::queue::Wakeups;
 use provq::queue::reaper::Reaper;
 use reqwest::StatusCode;
 use serde_json::json;
@@ -17,7 +16,7 @@ backend_tests! {
         let (_, lease) = app.acquire("d", json!({}), 0).await.unwrap();
         let pending = app.enqueue(&owner, json!({"type": "workspace_build", "tags": {"nobody": "runs-this"}})).await["id"].as_str().unwrap().to_string();
         let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 300, pending_after_secs: 1800, max_jobs_per_run: 10, ..Default::default() };
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &settings);
 
         // Nothing is old enough yet.
         assert!(reaper.run_once(provq::domain::now()).await.unwrap().is_empty());
@@ -57,7 +56,7 @@ backend_tests! {
         }
         set_last_seen(&app, "gone", provq::domain::now() - Duration::days(8)).await;
         set_last_seen(&app, "fresh", provq::domain::now() - Duration::days(6)).await;
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &app.state.settings.reaper);
         assert_eq!(app.state.settings.reaper.daemon_purge_after_secs, 7 * 24 * 3600);
         assert_eq!(reaper.purge_daemons(provq::domain::now()).await.unwrap(), 1);
         assert_eq!(daemon_names(&app, &owner).await, vec!["fresh".to_string()]);
@@ -82,7 +81,7 @@ backend_tests! {
         assert!(app.acquire("d1", json!({}), 0).await.is_none());
         // Once one is purged there is room again.
         set_last_seen(&app, "d0", provq::domain::now() - Duration::days(8)).await;
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &app.state.settings.reaper);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &app.state.settings.reaper);
         assert_eq!(reaper.purge_daemons(provq::domain::now()).await.unwrap(), 1);
         assert!(app.acquire("d3", json!({}), 0).await.is_none());
         assert_eq!(daemon_names(&app, &owner).await, vec!["d1", "d2", "d3"]);
@@ -94,7 +93,7 @@ backend_tests! {
             app.enqueue(&owner, json!({"type": "workspace_build"})).await;
         }
         let settings = provq::config::ReaperSettings { interval_secs: 60, hung_after_secs: 60, pending_after_secs: 60, max_jobs_per_run: 2, ..Default::default() };
-        let reaper = Reaper::new(app.state.store.clone(), Wakeups::local(), app.state.metrics.clone(), &settings);
+        let reaper = Reaper::new(app.state.store.clone(), app.state.events.clone(), &settings);
         let at = provq::domain::now() + Duration::seconds(90);
         assert_eq!(reaper.run_once(at).await.unwrap().len(), 2, "max_jobs_per_run bounds a pass");
         assert_eq!(reaper.run_once(at).await.unwrap().len(), 1);

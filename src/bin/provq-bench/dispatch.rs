@@ -592,8 +592,15 @@ async fn store_cycle(
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
+    // Claims as the server makes them (batched on SQLite).
+    let events = provq::queue::JobEvents::new(
+        store.clone(),
+        Default::default(),
+        provq::queue::Wakeups::local(),
+    );
+    let claims = provq::queue::Claims::new(store.clone(), events);
     for d in 0..workers {
-        let (store, done, b) = (store.clone(), done.clone(), b.clone());
+        let (store, claims, done, b) = (store.clone(), claims.clone(), done.clone(), b.clone());
         tasks.push(tokio::spawn(async move {
             let daemon = store
                 .register_daemon(DaemonRegistration {
@@ -611,7 +618,7 @@ async fn store_cycle(
                 tags: Tags::untagged(),
             };
             while done.load(Ordering::Acquire) < n {
-                match store.claim_job(daemon.id, &runnable).await? {
+                match claims.claim_job(daemon.id, &runnable).await? {
                     Some(claim) => {
                         store
                             .finish_job(claim.job.id, None, &claim.lease_token, None)

@@ -78,7 +78,7 @@ impl InProcess {
         let base = format!("http://{}", app.local_addr());
         let store = app.state().store.clone();
         let shutdown = Shutdown::new();
-        tokio::spawn(app.run(shutdown.clone()));
+        tokio::spawn(app.run(shutdown.clone().cancelled_owned()));
         Ok(Self {
             base,
             http: http(),

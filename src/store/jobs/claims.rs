@@ -3,22 +3,16 @@
 //! took, so the dispatcher (`queue::dispatch`) knows when a kind of daemon has nothing left and
 //! can skip claims that would find nothing.
 //!
-//! On SQLite, daemons that ask for one job at the same moment with the same organization,
-//! provisioners and tags are served by one statement that claims a job for each of them, the way
-//! PostgreSQL's group commit folds concurrent commits into one flush. A batch is whatever queued
-//! up while the group's statements were busy, so an idle queue sees batches of one and no added
-//! wait (see [`ClaimBatcher::new`]).
+//! These are plain statements; batching concurrent claims of one kind of daemon into one
+//! statement (SQLite) is the queue's business (`queue::claims`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use sea_orm::sea_query::{LockBehavior, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     QueryTrait, Statement, TransactionTrait, Value,
 };
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Claim, Runnable, pending, runnable_by};
@@ -27,7 +21,7 @@ use crate::domain::now;
 use crate::domain::secrets::{hash_secret, random_secret};
 use crate::entity::provisioner_job::{self as job, Column};
 use crate::store::rows::job_from_query;
-use crate::store::{Store, StoreError, StoreResult};
+use crate::store::{Store, StoreResult};
 
 /// Most claims one statement makes, and most jobs one acquire may ask for.
 pub const MAX_BATCH: usize = 32;
@@ -50,81 +44,6 @@ pub struct Report {
     pub lease_token: String,
     /// `None`: completed; otherwise failed with this message and code.
     pub error: Option<(String, Option<ErrorCode>)>,
-}
-
-/// The answer a batched claim sends each waiter: its claim, and whether more jobs were seen.
-type Answered = StoreResult<(Option<Claim>, bool)>;
-
-/// One daemon waiting for its share of the next batch.
-struct Waiter {
-    daemon_id: Uuid,
-    lease_token: String,
-    /// What the claim stores (and returns) in place of the lease.
-    hashed_lease: String,
-    answer: oneshot::Sender<Answered>,
-}
-
-#[derive(Default)]
-struct Group {
-    /// A task is running batches for this group; new waiters just queue.
-    running: bool,
-    waiting: Vec<Waiter>,
-}
-
-/// Groups of waiting claims, one per kind of daemon (see the module doc), and the count of
-/// claim statements this replica ran (exposed on `/metrics`).
-pub(crate) struct ClaimBatcher {
-    groups: Mutex<HashMap<String, Group>>,
-    /// Whether claims are batched at all (see [`ClaimBatcher::new`]).
-    batched: bool,
-    statements: AtomicU64,
-}
-
-impl ClaimBatcher {
-    /// SQLite has one writer: a group runs one statement at a time, and every claim that
-    /// arrives meanwhile joins the next batch (measured: HTTP drain +55 %, store drain +42 %).
-    /// PostgreSQL commits concurrent statements together, and funnelling a group's claims
-    /// through fewer statements cost more than it saved (measured: store drain -50 % with one
-    /// statement in flight, -8 % with one per pooled connection), so there every claim is its
-    /// own statement, made by the caller.
-    pub(crate) fn new(backend: DbBackend) -> Self {
-        Self {
-            groups: Mutex::default(),
-            batched: backend != DbBackend::Postgres,
-            statements: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Default for ClaimBatcher {
-    fn default() -> Self {
-        Self::new(DbBackend::Sqlite)
-    }
-}
-
-impl std::fmt::Debug for ClaimBatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClaimBatcher").finish_non_exhaustive()
-    }
-}
-
-/// The receiving end of a batched claim. A caller that goes away after its claim was sent but
-/// before reading it (the other window is covered by the batch) puts the job back.
-struct Answer {
-    store: Store,
-    answered: oneshot::Receiver<Answered>,
-}
-
-impl Drop for Answer {
-    fn drop(&mut self) {
-        // Closing first makes any later send fail (the batch then releases the job itself);
-        // without it, an answer sent between `try_recv` and the drop would vanish unreleased.
-        self.answered.close();
-        if let Ok(Ok((Some(lost), _))) = self.answered.try_recv() {
-            let store = self.store.clone();
-            tokio::spawn(async move { store.release_undelivered(&lost).await });
-        }
-    }
 }
 
 /// Daemons with equal keys may run exactly the same jobs.
@@ -270,7 +189,7 @@ fn pair(secrets: Vec<String>, mut rows: Vec<Job>) -> Vec<Claim> {
 impl Store {
     /// Claim statements this replica has run (each claims up to k jobs).
     pub fn claim_statements(&self) -> u64 {
-        self.claims.statements.load(Ordering::Relaxed)
+        self.claim_statements.load(Ordering::Relaxed)
     }
 
     /// Claims the next job a daemon may run: human jobs before prebuild jobs, then oldest
@@ -285,8 +204,7 @@ impl Store {
     }
 
     /// Claims up to `k` (1–[`MAX_BATCH`]) jobs for a daemon in one statement, in dispatch
-    /// order. On SQLite, concurrent single-job claims of the same kind of daemon share one
-    /// statement.
+    /// order.
     pub async fn claim_jobs(
         &self,
         daemon_id: Uuid,
@@ -294,48 +212,25 @@ impl Store {
         k: usize,
     ) -> StoreResult<Claimed> {
         let k = k.clamp(1, MAX_BATCH);
-        if !self.claims.batched || k > 1 {
-            let (secrets, leases) = new_leases(daemon_id, k);
-            let (rows, more) = self
-                .claim_batch(self.connection(), &leases, runnable)
-                .await?;
-            return Ok(Claimed {
-                claims: pair(secrets, rows),
-                more,
-            });
-        }
-        let lease_token = random_secret(32);
-        let (answer, answered) = oneshot::channel();
-        let waiter = Waiter {
-            daemon_id,
-            hashed_lease: hash_secret(&lease_token),
-            lease_token,
-            answer,
-        };
-        let key = group_key(runnable);
-        let lead = {
-            let mut groups = self.claims.groups.lock().expect("not poisoned");
-            let group = groups.entry(key.clone()).or_default();
-            group.waiting.push(waiter);
-            !std::mem::replace(&mut group.running, true)
-        };
-        if lead {
-            // A task of its own: a caller that goes away must not strand the others.
-            tokio::spawn(self.clone().run_batches(key, runnable.clone()));
-        }
-        let mut answer = Answer {
-            store: self.clone(),
-            answered,
-        };
-        let (claim, more) = (&mut answer.answered).await.unwrap_or_else(|_| {
-            Err(StoreError::Database(sea_orm::DbErr::Custom(
-                "the claim batch stopped before answering".into(),
-            )))
-        })?;
+        let (secrets, leases) = new_leases(daemon_id, k);
+        let (rows, more) = self
+            .claim_batch(self.connection(), &leases, runnable)
+            .await?;
         Ok(Claimed {
-            claims: claim.into_iter().collect(),
+            claims: pair(secrets, rows),
             more,
         })
+    }
+
+    /// One statement that claims up to one job per `(daemon, hashed lease)` of `leases`, for
+    /// daemons of one kind (`runnable`): each claimed job carries one of the hashed leases. Also
+    /// whether more runnable jobs were pending.
+    pub async fn claim_for_leases(
+        &self,
+        leases: &[(Uuid, String)],
+        runnable: &Runnable,
+    ) -> Result<(Vec<Job>, bool), sea_orm::DbErr> {
+        self.claim_batch(self.connection(), leases, runnable).await
     }
 
     /// Finishes the daemon's previous job and claims up to `k` more, in one transaction (one
@@ -438,7 +333,7 @@ impl Store {
             ctes = claim.ctes,
             update = claim.update,
         );
-        self.claims.statements.fetch_add(1, Ordering::Relaxed);
+        self.claim_statements.fetch_add(1, Ordering::Relaxed);
         let rows = self
             .connection()
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -460,54 +355,6 @@ impl Store {
         Ok(done.map(|d| (d, claimed, more)))
     }
 
-    /// Runs batches for one group until nobody is waiting.
-    async fn run_batches(self, key: String, runnable: Runnable) {
-        loop {
-            let batch: Vec<Waiter> = {
-                let mut groups = self.claims.groups.lock().expect("not poisoned");
-                let group = groups.get_mut(&key).expect("a running group stays");
-                // Callers that went away (a daemon hung up) get no job.
-                group.waiting.retain(|w| !w.answer.is_closed());
-                if group.waiting.is_empty() {
-                    groups.remove(&key);
-                    return;
-                }
-                let take = group.waiting.len().min(MAX_BATCH);
-                group.waiting.drain(..take).collect()
-            };
-            let leases: Vec<(Uuid, String)> = batch
-                .iter()
-                .map(|w| (w.daemon_id, w.hashed_lease.clone()))
-                .collect();
-            match self
-                .claim_batch(self.connection(), &leases, &runnable)
-                .await
-            {
-                Ok((mut claims, more)) => {
-                    for waiter in batch {
-                        let job = claims
-                            .iter()
-                            .position(|j| j.lease_token.as_ref() == Some(&waiter.hashed_lease))
-                            .map(|i| claims.swap_remove(i));
-                        let claim = job.map(|job| Claim {
-                            job,
-                            lease_token: waiter.lease_token,
-                        });
-                        if let Err(Ok((Some(lost), _))) = waiter.answer.send(Ok((claim, more))) {
-                            // The caller left while its job was being claimed: put it back.
-                            self.release_undelivered(&lost).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    for waiter in batch {
-                        let _ = waiter.answer.send(Err(StoreError::Database(e.clone())));
-                    }
-                }
-            }
-        }
-    }
-
     /// One statement that claims up to one job per `(daemon, hashed lease)` and gives each
     /// claimed job one of them; also whether more runnable jobs were pending.
     async fn claim_batch(
@@ -519,7 +366,7 @@ impl Store {
         let backend = self.backend();
         let claim = claim_sql(backend, batch, runnable, "");
         let sql = format!("WITH {} {}", claim.ctes, claim.update);
-        self.claims.statements.fetch_add(1, Ordering::Relaxed);
+        self.claim_statements.fetch_add(1, Ordering::Relaxed);
         let rows = db
             .query_all_raw(Statement::from_sql_and_values(backend, sql, claim.values))
             .await?;
@@ -561,15 +408,10 @@ impl Store {
             .is_some())
     }
 
-    async fn release_undelivered(&self, claim: &Claim) {
-        if let Err(e) = self.release_claim(claim).await {
-            tracing::warn!(job_id = %claim.job.id, error = %e, "could not release an undelivered claim; the reaper will fail it as hung");
-        }
-    }
-
-    /// Puts a claimed job nobody received back in the queue, as if never claimed.
-    pub async fn release_claim(&self, claim: &Claim) -> StoreResult<()> {
-        job::Entity::update_many()
+    /// Puts a claimed job nobody received back in the queue, as if never claimed. `false`: it
+    /// was no longer claimed under that lease (finished, canceled, already put back).
+    pub async fn release_claim(&self, claim: &Claim) -> StoreResult<bool> {
+        let released = job::Entity::update_many()
             .col_expr(
                 Column::StartedAt,
                 sea_orm::sea_query::Expr::value(Value::ChronoDateTimeUtc(None)),
@@ -588,6 +430,6 @@ impl Store {
             .filter(Column::CanceledAt.is_null())
             .exec(self.connection())
             .await?;
-        Ok(())
+        Ok(released.rows_affected > 0)
     }
 }

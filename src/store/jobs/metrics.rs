@@ -7,9 +7,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::super::{Store, StoreResult};
+use super::super::{Store, StoreError, StoreResult};
 use super::pending;
-use crate::domain::job::STATUS_SQL;
+use crate::domain::job::{Provisioner, STATUS_SQL};
+use crate::domain::tags::Tags;
 use crate::entity::provisioner_job::{self as job, Column};
 
 impl Store {
@@ -73,8 +74,11 @@ impl Store {
         Ok(out)
     }
 
-    /// Pending jobs counted per organization, tags and provisioner (maintained counts).
-    pub async fn pending_groups_everywhere(&self) -> StoreResult<Vec<(Uuid, String, String, i64)>> {
+    /// Pending jobs counted per organization, tags and provisioner (maintained counts). A
+    /// group whose tags key or provisioner does not parse is a [`StoreError::BadRow`].
+    pub async fn pending_groups_everywhere(
+        &self,
+    ) -> StoreResult<Vec<(Uuid, Tags, Provisioner, i64)>> {
         let mut out: Vec<(Uuid, String, String, i64)> = Vec::new();
         for (org, key, provisioner, _, n) in self.pending_counts_everywhere().await? {
             match out
@@ -86,7 +90,19 @@ impl Store {
             }
         }
         out.retain(|row| row.3 > 0);
-        Ok(out)
+        out.into_iter()
+            .map(|(org, key, provisioner, n)| {
+                let bad = |reason: String| StoreError::BadRow {
+                    table: "provisioner_queue_counts",
+                    id: format!("{org} {key} {provisioner}"),
+                    reason,
+                };
+                let tags = Tags::from_key(&key).map_err(|e| bad(e.to_string()))?;
+                let provisioner =
+                    Provisioner::parse(&provisioner).map_err(|e| bad(e.to_string()))?;
+                Ok((org, tags, provisioner, n))
+            })
+            .collect()
     }
 
     /// Ids of the daemons holding an unfinished job (busy daemons), of one organization or of

@@ -17,7 +17,6 @@ mod metrics;
 mod queue;
 mod reap;
 
-pub(crate) use claims::ClaimBatcher;
 pub use claims::{Claimed, MAX_BATCH, Report, group_key};
 
 pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
@@ -396,20 +395,41 @@ impl Store {
         mut on_chunk: impl FnMut(&[Job]),
     ) -> StoreResult<Vec<Uuid>> {
         let mut canceled = Vec::new();
-        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
         let chunk_size = cancel_chunk(self.backend());
-        loop {
-            // Keyset pagination in dispatch order (the front of the queue goes first): each
-            // chunk starts where the last ended on the pending index, so finding the next chunk
-            // never rescans or re-sorts what was already canceled.
+        let filtered = |ids: Vec<Uuid>| {
+            self.filter_condition(organization_id, filter)
+                .add(Column::Id.is_in(ids))
+        };
+        // Named jobs: just those, a chunk at a time.
+        if let Some(ids) = &filter.ids {
+            for ids in ids.chunks(chunk_size as usize) {
+                let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
+                on_chunk(&chunk);
+                canceled.extend(chunk.iter().map(|j| j.id));
+            }
+            return Ok(canceled);
+        }
+        let wants = |status: JobStatus| {
+            filter
+                .statuses
+                .as_ref()
+                .is_none_or(|statuses| statuses.contains(&status))
+        };
+        // Pending jobs: a keyset walk in dispatch order (the front of the queue goes first) over
+        // the pending index alone, an index-only range scan that starts where the last chunk
+        // ended. The filter is applied by each chunk's `UPDATE`, not by the walk: with it, the
+        // planners misjudge how many rows match and scan and sort the whole table per chunk.
+        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
+        while wants(JobStatus::Pending) {
             let mut next = job::Entity::find()
                 .select_only()
                 .column(Column::Id)
                 .column(Column::IsPrebuild)
                 .column(Column::CreatedAt)
-                .filter(self.filter_condition(organization_id, filter))
-                .filter(Column::CompletedAt.is_null())
+                .filter(Column::OrganizationId.eq(organization_id))
+                .filter(Column::StartedAt.is_null())
                 .filter(Column::CanceledAt.is_null())
+                .filter(Column::CompletedAt.is_null())
                 .order_by_asc(Column::IsPrebuild)
                 .order_by_asc(Column::CreatedAt)
                 .order_by_asc(Column::Id)
@@ -430,13 +450,9 @@ impl Store {
                 break;
             };
             after = Some((prebuild, at, last));
-            let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-            let more = ids.len() as u64 == chunk_size;
+            let more = rows.len() as u64 == chunk_size;
             let chunk = self
-                .cancel_where(
-                    self.filter_condition(organization_id, filter)
-                        .add(Column::Id.is_in(ids)),
-                )
+                .cancel_chunk(filtered(rows.into_iter().map(|r| r.0).collect()))
                 .await?;
             on_chunk(&chunk);
             canceled.extend(chunk.iter().map(|j| j.id));
@@ -444,14 +460,33 @@ impl Store {
                 break;
             }
         }
+        // Running jobs (at most one per busy daemon slot) on the running index, read at once;
+        // a job claimed during the walk above is among them.
+        if wants(JobStatus::Running) {
+            let running: Vec<Uuid> = job::Entity::find()
+                .select_only()
+                .column(Column::Id)
+                .filter(Column::OrganizationId.eq(organization_id))
+                .filter(Column::StartedAt.is_not_null())
+                .filter(Column::CompletedAt.is_null())
+                .filter(Column::CanceledAt.is_null())
+                .into_tuple()
+                .all(self.connection())
+                .await?;
+            for ids in running.chunks(chunk_size as usize) {
+                let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
+                on_chunk(&chunk);
+                canceled.extend(chunk.iter().map(|j| j.id));
+            }
+        }
         Ok(canceled)
     }
 
     /// The one cancel statement: only jobs not finished and not already canceled match, and a
     /// job that never started is completed in the same write.
-    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<Job>> {
+    fn cancel_update(&self, condition: Condition) -> sea_orm::UpdateMany<job::Entity> {
         let at = now();
-        let rows = job::Entity::update_many()
+        job::Entity::update_many()
             .col_expr(Column::CanceledAt, Expr::value(at))
             .col_expr(Column::UpdatedAt, Expr::value(at))
             .col_expr(
@@ -470,8 +505,48 @@ impl Store {
             .filter(Column::CompletedAt.is_null())
             .filter(Column::CanceledAt.is_null())
             .filter(Expr::cust("COALESCE(error, '') = ''"))
+    }
+
+    async fn cancel_where(&self, condition: Condition) -> StoreResult<Vec<Job>> {
+        let rows = self
+            .cancel_update(condition)
             .exec_with_returning(self.connection())
             .await?;
+        rows::all(rows)
+    }
+
+    /// A chunk of a bulk cancel. On PostgreSQL the statement also records the jobs that left
+    /// the pending state in `provisioner_queue_counts`, one row per group, and sets
+    /// `provq.counts_by_statement` for its own (implicit) transaction so that the row trigger
+    /// that would add one row per job stays quiet (migration
+    /// `m20261202_000032_bulk_cancel_counts`). The flag is read in the `WHERE`, so it is set
+    /// before the first row is written; one statement, so the chunk's row locks end with it
+    /// (a daemon finishing a job the chunk touched waits for no extra round trip). A canceled
+    /// job was pending exactly when it never started: the `WHERE` only matches jobs not
+    /// finished, not canceled and not failed.
+    async fn cancel_chunk(&self, condition: Condition) -> StoreResult<Vec<Job>> {
+        if self.backend() != DbBackend::Postgres {
+            return self.cancel_where(condition).await;
+        }
+        let update =
+            sea_orm::QueryTrait::build(&self.cancel_update(condition), DbBackend::Postgres);
+        debug_assert!(update.sql.contains(" WHERE "), "a cancel always filters");
+        let sql = format!(
+            "WITH flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
+             canceled AS ({} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
+             counted AS (INSERT INTO provisioner_queue_counts \
+             (organization_id, tags_key, provisioner, is_prebuild, n) \
+             SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
+             WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild) \
+             SELECT * FROM canceled",
+            update.sql
+        );
+        let values = update.values.map(|v| v.0).unwrap_or_default();
+        let rows = <job::Model as sea_orm::FromQueryResult>::find_by_statement(
+            sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
+        )
+        .all(self.connection())
+        .await?;
         rows::all(rows)
     }
 }

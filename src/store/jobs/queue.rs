@@ -20,9 +20,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::super::{Store, StoreResult};
+use super::super::{Store, StoreError, StoreResult};
 use crate::domain::job::JobStatus;
-use crate::domain::tags::{Tags, map_from_json};
+use crate::domain::tags::Tags;
 
 /// At most this many index entries are counted behind a job before counting the ones ahead.
 const SHORT_SIDE: i64 = 500;
@@ -112,17 +112,23 @@ async fn read_counts(
     Ok(out)
 }
 
-/// Folds `(organization, key, provisioner, is_prebuild, n)` rows into groups.
-pub(crate) fn into_groups(rows: Vec<(String, String, bool, i64)>) -> Vec<PendingGroup> {
+/// Folds `(organization, key, provisioner, is_prebuild, n)` rows into groups; a tags key that
+/// does not parse is a bad row.
+pub(crate) fn into_groups(
+    rows: Vec<(String, String, bool, i64)>,
+) -> StoreResult<Vec<PendingGroup>> {
     let mut groups: Vec<PendingGroup> = Vec::new();
     for (key, provisioner, is_prebuild, n) in rows {
         let i = match groups.iter().position(|g| g.contains(&key, &provisioner)) {
             Some(i) => i,
             None => {
+                let tags = Tags::from_key(&key).map_err(|e| StoreError::BadRow {
+                    table: "provisioner_queue_counts",
+                    id: key.clone(),
+                    reason: e.to_string(),
+                })?;
                 groups.push(PendingGroup {
-                    tags: Tags::from_stored(map_from_json(
-                        &serde_json::from_str(&key).unwrap_or_default(),
-                    )),
+                    tags,
                     key,
                     provisioner,
                     humans: 0,
@@ -137,7 +143,7 @@ pub(crate) fn into_groups(rows: Vec<(String, String, bool, i64)>) -> Vec<Pending
             groups[i].humans += n;
         }
     }
-    groups
+    Ok(groups)
 }
 
 impl QueueSnapshot {
@@ -258,7 +264,7 @@ impl Store {
             rows.into_iter()
                 .map(|(_, key, provisioner, prebuild, n)| (key, provisioner, prebuild, n))
                 .collect(),
-        );
+        )?;
         Ok(QueueSnapshot {
             txn,
             backend,
@@ -271,11 +277,11 @@ impl Store {
     /// handful of rows whatever the backlog.
     pub async fn pending_groups(&self, organization_id: Uuid) -> StoreResult<Vec<PendingGroup>> {
         let rows = read_counts(self.connection(), Some(organization_id)).await?;
-        Ok(into_groups(
+        into_groups(
             rows.into_iter()
                 .map(|(_, key, provisioner, prebuild, n)| (key, provisioner, prebuild, n))
                 .collect(),
-        ))
+        )
     }
 
     /// Pending jobs per organization, tags key, provisioner and class (human or prebuild).

@@ -58,18 +58,27 @@ impl Store {
         let hung_cutoff = at - policy.hung_after;
         let pending_cutoff = at - policy.pending_after;
         let candidates = |reason: ReapReason, limit: u64| {
-            let (running, cutoff) = match reason {
-                ReapReason::Hung => (Column::StartedAt.is_not_null(), hung_cutoff),
-                ReapReason::Pending => (Column::StartedAt.is_null(), pending_cutoff),
-            };
-            job::Entity::find()
-                .filter(running)
+            // Hung: every running job (at most one per busy daemon slot) on the running
+            // index, the stale ones sorted here. Pending: the oldest first on the
+            // `created_at` index; a pending job's `updated_at` is never older than its
+            // `created_at`, so the bound on `created_at` only narrows the range. `updated_at`
+            // is in no index, so heartbeats stay HOT updates (see the lean-indexes migration).
+            let query = job::Entity::find()
                 .filter(Column::CompletedAt.is_null())
-                .filter(Column::UpdatedAt.lt(cutoff))
-                .order_by_asc(Column::UpdatedAt)
                 .limit(limit)
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .all(&txn)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            match reason {
+                ReapReason::Hung => query
+                    .filter(Column::StartedAt.is_not_null())
+                    .filter(Column::UpdatedAt.lt(hung_cutoff))
+                    .order_by_asc(Column::UpdatedAt),
+                ReapReason::Pending => query
+                    .filter(Column::StartedAt.is_null())
+                    .filter(Column::CreatedAt.lt(pending_cutoff))
+                    .filter(Column::UpdatedAt.lt(pending_cutoff))
+                    .order_by_asc(Column::CreatedAt),
+            }
+            .all(&txn)
         };
         let mut found: Vec<(job::Model, ReapReason)> =
             candidates(ReapReason::Hung, policy.max_jobs)
