@@ -5,7 +5,6 @@
 //! finish); a second signal, or a deadline passing, forces it (stop now). `provq serve` exits at
 //! the forced stage ([`Stages::exit_when_forced`]); the daemon runner stops its running jobs.
 
-use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -13,13 +12,6 @@ pub use tokio_util::sync::CancellationToken as Shutdown;
 
 /// Exit status after a second signal or a shutdown that overran its deadline.
 pub const FORCED_EXIT_CODE: i32 = 130;
-
-/// Installs SIGTERM and SIGINT handlers now (so a signal that arrives right after start-up is
-/// not fatal) and returns a future that resolves on the first of them.
-pub fn termination_signal() -> std::io::Result<impl Future<Output = ()>> {
-    let mut signals = Signals::install()?;
-    Ok(async move { signals.next().await })
-}
 
 /// Why the forced stage began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
