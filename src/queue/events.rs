@@ -2,9 +2,9 @@
 //! a job the same way): each operation runs the store's statement, then records its metrics,
 //! wakes whoever waits on the job (a daemon that could run it, a log follower) and logs one
 //! line. Handlers, the long-poll, the reaper and the claim batcher change jobs only through
-//! here, so none of them can forget a part. Each event also
-//! records its job's id on the current span (a handler's `job_id` field), so the lines the rest
-//! of the request causes carry it.
+//! here, so none of them can forget a part. An enqueue and an
+//! acquire also record the job's id on the current span (a handler's empty `job_id` field), so
+//! the lines the rest of the request causes carry it.
 
 use std::sync::Arc;
 
@@ -157,7 +157,6 @@ impl JobEvents {
     /// A daemon completed or failed a job (a job being canceled completes as canceled); also
     /// the report of a report-and-acquire (`queue::acquire`).
     pub(super) fn finished(&self, job: &Job) {
-        record_job(job.id);
         self.metrics.job_finished(job);
         self.wakeups.job_event(job.id);
         match job.status() {
@@ -171,7 +170,6 @@ impl JobEvents {
     }
 
     fn canceled(&self, job: &Job, by: &str) {
-        record_job(job.id);
         self.metrics.job_finished(job);
         self.wakeups.job_event(job.id);
         tracing::info!(job_id = %job.id, organization_id = %job.organization_id, by = %by, "job canceled");
@@ -199,7 +197,9 @@ impl JobEvents {
     }
 }
 
-/// Puts `job_id` on the current span, if it has that field (handlers about a job declare it).
+/// Puts `job_id` on the current span, if it has that field: for handlers that learn the job
+/// only from the state change (enqueue, acquire), which declare the field empty. Handlers with
+/// the job in their path set it themselves; recording it again would print it twice.
 fn record_job(job_id: Uuid) {
     tracing::Span::current().record("job_id", tracing::field::display(job_id));
 }
