@@ -106,8 +106,15 @@ pub struct Client {
 impl Client {
     /// A client for `url` without credentials (login, first-user set-up).
     pub fn anonymous(url: &str) -> Self {
+        Self::over(reqwest::Client::new(), url)
+    }
+
+    /// A client for `url` without credentials that sends through `http` (its pool, its
+    /// timeouts). Building a `reqwest::Client` costs far more than a request (a connector,
+    /// TLS roots), so callers that make many clients share one.
+    pub fn over(http: reqwest::Client, url: &str) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http,
             base: url.trim_end_matches('/').to_string(),
             token: None,
             credential: None,
@@ -139,12 +146,6 @@ impl Client {
             .or_else(|| saved.map(|s| s.token))
             .ok_or(ClientError::NotLoggedIn)?;
         Ok(Self::anonymous(&url).with_token(token))
-    }
-
-    /// Sends through `http` (its pool, its timeouts) instead of a client of its own.
-    pub fn with_http(mut self, http: reqwest::Client) -> Self {
-        self.http = http;
-        self
     }
 
     pub fn with_token(mut self, token: String) -> Self {

@@ -37,7 +37,7 @@ impl WorkerClient {
     /// `server` is the server's base URL (`http://host:port`). The HTTP client's timeout must
     /// exceed the longest `wait_seconds` asked for.
     pub fn new(http: reqwest::Client, server: &str, credential: Credential) -> Self {
-        let client = Client::anonymous(server).with_http(http);
+        let client = Client::over(http, server);
         Self::from_client(match credential {
             Credential::Key(k) => client.with_credential("Coder-Provisioner-Daemon-Key", k),
             Credential::Psk(k) => client.with_credential("Coder-Provisioner-Daemon-PSK", k),

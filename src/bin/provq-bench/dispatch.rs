@@ -187,11 +187,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<Figures> {
         b.finish_and_clear();
         store.close().await?;
     }
-    let http_run = Http {
-        base: server.base.clone(),
-        token,
-        client,
-    };
+    let http_run = Http::new(server.base.clone(), token, client);
 
     let b = bar(
         args.jobs,
@@ -287,15 +283,23 @@ struct Http {
     base: String,
     token: String,
     client: reqwest::Client,
+    /// Built once: a daemon keeps its client (and its connections) for every call.
+    worker: WorkerClient,
 }
 
 impl Http {
+    fn new(base: String, token: String, client: reqwest::Client) -> Self {
+        let worker = WorkerClient::new(client.clone(), &base, Credential::Psk("bench-psk".into()));
+        Self {
+            base,
+            token,
+            client,
+            worker,
+        }
+    }
+
     fn worker(&self) -> WorkerClient {
-        WorkerClient::new(
-            self.client.clone(),
-            &self.base,
-            Credential::Psk("bench-psk".into()),
-        )
+        self.worker.clone()
     }
 
     /// Drains `n` jobs with `daemons` daemons that report each job with their next acquire.
@@ -446,6 +450,7 @@ impl Http {
             base: self.base.clone(),
             token: self.token.clone(),
             client: self.client.clone(),
+            worker: self.worker.clone(),
         })
     }
 
