@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -26,6 +25,7 @@ use crate::domain::limits::{
 };
 use crate::domain::tags::{Tags, parse_string_map};
 use crate::store::jobs::NewJob;
+use crate::wire::jobs::ProvisionerJobLog;
 
 pub struct JobsApi;
 
@@ -64,17 +64,6 @@ pub struct CancelJobsRequest {
 pub struct CancelJobsResponse {
     canceled: Vec<Uuid>,
     count: u64,
-}
-
-/// One log line of a job.
-#[derive(Object)]
-pub struct ProvisionerJobLog {
-    id: i64,
-    created_at: DateTime<Utc>,
-    log_source: String,
-    log_level: String,
-    stage: String,
-    output: String,
 }
 
 impl From<JobLog> for ProvisionerJobLog {

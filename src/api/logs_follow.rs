@@ -13,9 +13,9 @@ use uuid::Uuid;
 use super::access::org_for_owner;
 use super::auth::Caller;
 use super::error::ApiError;
-use super::jobs::ProvisionerJobLog;
 use super::state::AppState;
 use crate::store::logs::MAX_LOGS_PER_READ;
+use crate::wire::jobs::ProvisionerJobLog;
 
 /// How often a follower re-reads even without a wake-up (events from other replicas may be lost).
 const FOLLOW_POLL: Duration = Duration::from_secs(1);

@@ -1,6 +1,6 @@
 //! `/users`: the first user, login and logout, creating members, reading users.
 
-use chrono::{DateTime, Utc};
+use crate::wire::users::{Role, User};
 use poem::web::Data;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -49,25 +49,6 @@ pub struct LoginResponse {
 #[derive(Object)]
 pub struct Message {
     pub message: String,
-}
-
-#[derive(Object)]
-pub struct Role {
-    name: String,
-    display_name: String,
-}
-
-/// A user as Coder shows it.
-#[derive(Object)]
-pub struct User {
-    id: Uuid,
-    username: String,
-    email: String,
-    name: String,
-    created_at: DateTime<Utc>,
-    status: String,
-    roles: Vec<Role>,
-    organization_ids: Vec<Uuid>,
 }
 
 #[derive(ApiResponse)]

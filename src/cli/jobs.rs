@@ -14,7 +14,7 @@ use super::client::{Client, ClientError};
 use super::output::{Format, ago, cell, column_key, json as to_json, print_list};
 use super::prompt;
 use super::search::FilterArgs;
-use crate::wire::jobs::{ProvisionerJob, ProvisionerJobStatus};
+use crate::wire::jobs::{ProvisionerJob, ProvisionerJobLog, ProvisionerJobStatus};
 
 pub const DEFAULT_COLUMNS: &[&str] = &[
     "created_at",
@@ -193,12 +193,11 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
         } => {
             uuid_arg(&id)?;
             let client = Client::from_args(&client)?;
-            let job: Value = client
-                .get(&format!("/organizations/{org}/provisionerjobs/{id}"))
-                .await?;
+            let path = format!("/organizations/{org}/provisionerjobs/{id}");
             match output {
-                Format::Json => println!("{}", to_json(&job)),
-                Format::Table => show(&client, &job).await,
+                // The server's answer as it came, every field of it.
+                Format::Json => println!("{}", to_json(&client.get::<Value>(&path).await?)),
+                Format::Table => show(&client, &client.get(&path).await?).await,
             }
             Ok(())
         }
@@ -225,41 +224,38 @@ fn uuid_arg(id: &str) -> Result<(), ClientError> {
 }
 
 /// Usernames of initiators, looked up once per id; the id itself when the lookup fails.
-pub async fn usernames(client: &Client, jobs: &[Value]) -> HashMap<String, String> {
+pub async fn usernames(client: &Client, jobs: &[ProvisionerJob]) -> HashMap<String, String> {
     let mut names = HashMap::new();
     for job in jobs {
-        let Some(id) = job["initiator_id"].as_str() else {
-            continue;
-        };
-        if names.contains_key(id) {
+        let id = job.initiator_id.to_string();
+        if names.contains_key(&id) {
             continue;
         }
-        let user: Result<Value, _> = client.get(&format!("/users/{id}")).await;
-        let name = user
-            .ok()
-            .and_then(|u| u["username"].as_str().map(str::to_string))
-            .unwrap_or_else(|| id.to_string());
-        names.insert(id.to_string(), name);
+        let user: Result<crate::wire::users::User, _> = client.get(&format!("/users/{id}")).await;
+        let name = user.map(|u| u.username).unwrap_or_else(|_| id.clone());
+        names.insert(id, name);
     }
     names
 }
 
 /// A job's queue cell: `position/size` for a pending job, `unmatched` when no online daemon
 /// can run it.
-pub fn queue_cell(job: &Value) -> String {
-    if job["status"] != "pending" {
+pub fn queue_cell(job: &ProvisionerJob) -> String {
+    if job.status != ProvisionerJobStatus::Pending {
         return String::new();
     }
-    match job["queue_size"].as_i64().unwrap_or(0) {
+    match job.queue_size {
         0 => "unmatched".into(),
-        size => format!("{}/{size}", job["queue_position"]),
+        size => format!("{}/{size}", job.queue_position),
     }
 }
 
 /// A job's cell for a column, in a table: times as ages, initiators as usernames.
 pub fn job_cell(job: &Value, column: &str, names: &HashMap<String, String>) -> String {
     match column {
-        "queue" => queue_cell(job),
+        "queue" => serde_json::from_value::<ProvisionerJob>(job.clone())
+            .map(|job| queue_cell(&job))
+            .unwrap_or_default(),
         "initiator" => {
             let id = job["initiator_id"].as_str().unwrap_or_default();
             names.get(id).cloned().unwrap_or_else(|| id.to_string())
@@ -303,7 +299,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     );
     loop {
         let jobs: Value = client.get(&path).await?;
-        let rows = jobs.as_array().cloned().unwrap_or_default();
+        let rows: Vec<ProvisionerJob> = serde_json::from_value(jobs.clone())?;
         let names = if args.output == Format::Table && columns.iter().any(|c| c == "initiator") {
             usernames(&client, &rows).await
         } else {
@@ -339,28 +335,31 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 /// `jobs show` as a reader goes through a job: what it is, where it is, when, and how it ended.
-async fn show(client: &Client, job: &Value) {
+async fn show(client: &Client, job: &ProvisionerJob) {
     let names = usernames(client, std::slice::from_ref(job)).await;
-    let time = |k: &str| {
-        job[k]
-            .as_str()
-            .map(|t| format!("{t} ({})", ago(t)))
+    let time = |at: Option<chrono::DateTime<chrono::Utc>>| {
+        at.map(|t| t.to_rfc3339())
+            .map(|t| format!("{t} ({})", ago(&t)))
             .unwrap_or_default()
     };
+    let initiator = job.initiator_id.to_string();
     let mut fields: Vec<(&str, String)> = vec![
-        ("ID", cell(&job["id"])),
-        ("Status", cell(&job["status"])),
-        ("Type", cell(&job["type"])),
-        ("Initiator", job_cell(job, "initiator", &names)),
-        ("Tags", cell(&job["tags"])),
+        ("ID", job.id.to_string()),
+        ("Status", cell(&json!(job.status))),
+        ("Type", cell(&json!(job.job_type))),
+        (
+            "Initiator",
+            names.get(&initiator).cloned().unwrap_or(initiator),
+        ),
+        ("Tags", cell(&json!(job.tags))),
         ("Queue", queue_cell(job)),
-        ("Created", time("created_at")),
-        ("Started", time("started_at")),
-        ("Completed", time("completed_at")),
-        ("Canceled", time("canceled_at")),
-        ("Worker", cell(&job["worker_name"])),
-        ("Error", cell(&job["error"])),
-        ("Error code", cell(&job["error_code"])),
+        ("Created", time(Some(job.created_at))),
+        ("Started", time(job.started_at)),
+        ("Completed", time(job.completed_at)),
+        ("Canceled", time(job.canceled_at)),
+        ("Worker", job.worker_name.clone()),
+        ("Error", job.error.clone().unwrap_or_default()),
+        ("Error code", job.error_code.clone().unwrap_or_default()),
     ];
     fields.retain(|(_, v)| !v.is_empty());
     for (k, v) in fields {
@@ -401,17 +400,17 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_log(line: &Value) {
+fn print_log(line: &ProvisionerJobLog) {
+    let stage = if line.stage.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", line.stage)
+    };
     println!(
-        "{} [{}] {}{}",
-        line["created_at"].as_str().unwrap_or_default(),
-        line["log_level"].as_str().unwrap_or_default(),
-        line["stage"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(|s| format!("{s}: "))
-            .unwrap_or_default(),
-        line["output"].as_str().unwrap_or_default()
+        "{} [{}] {stage}{}",
+        line.created_at.to_rfc3339(),
+        line.log_level,
+        line.output
     );
 }
 
@@ -453,15 +452,14 @@ async fn logs(
             None
         };
         loop {
-            let lines: Value = client
+            let lines: Vec<ProvisionerJobLog> = client
                 .get(&format!(
                     "/organizations/{org}/provisionerjobs/{id}/logs?after={after}"
                 ))
                 .await?;
-            let lines = lines.as_array().cloned().unwrap_or_default();
             for line in &lines {
                 print_log(line);
-                after = after.max(line["id"].as_i64().unwrap_or(after));
+                after = after.max(line.id);
             }
             std::io::stdout().flush().ok();
             if lines.len() < 10_000 {

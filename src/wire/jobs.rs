@@ -123,3 +123,14 @@ pub struct ProvisionerJob {
     pub metadata: ProvisionerJobMetadata,
     pub logs_overflowed: bool,
 }
+
+/// One log line of a job.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct ProvisionerJobLog {
+    pub id: i64,
+    pub created_at: DateTime<Utc>,
+    pub log_source: String,
+    pub log_level: String,
+    pub stage: String,
+    pub output: String,
+}
