@@ -246,7 +246,7 @@ backend_tests! {
             claimers.push(tokio::spawn(async move {
                 let mut claimed = Vec::new();
                 while !stop.load(Ordering::Acquire) {
-                    match store.claim_job(daemon, &runnable).await.unwrap() {
+                    match store.claim_jobs(daemon, &runnable, 1).await.unwrap().claims.pop() {
                         Some(c) => claimed.push(c.job.id),
                         None => break,
                     }

@@ -192,19 +192,10 @@ impl Store {
         self.claim_statements.load(Ordering::Relaxed)
     }
 
-    /// Claims the next job a daemon may run: human jobs before prebuild jobs, then oldest
-    /// first. No job is ever handed out twice (one statement claims, with `FOR UPDATE SKIP
-    /// LOCKED` on PostgreSQL and the single writer on SQLite).
-    pub async fn claim_job(
-        &self,
-        daemon_id: Uuid,
-        runnable: &Runnable,
-    ) -> StoreResult<Option<Claim>> {
-        Ok(self.claim_jobs(daemon_id, runnable, 1).await?.claims.pop())
-    }
-
     /// Claims up to `k` (1–[`MAX_BATCH`]) jobs for a daemon in one statement, in dispatch
-    /// order.
+    /// order: human jobs before prebuild jobs, then oldest first. No job is ever handed out
+    /// twice (`FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on SQLite). Daemons
+    /// claim through `queue::Claims`, which batches single claims on SQLite.
     pub async fn claim_jobs(
         &self,
         daemon_id: Uuid,
