@@ -239,10 +239,11 @@ impl ProvisionerdApi {
     }
 
     /// Like `/provisionerd/acquire`, for daemons that run several jobs or want fewer round
-    /// trips: reports the daemon's finished job (`report`, optional) and hands out up to
-    /// `max_jobs` jobs, in one transaction, waiting up to `wait_seconds` when there are none.
-    /// Always 200; `jobs` is empty when none came. A report whose lease is not the job's
-    /// current one is a 409 (404 for another organization's job) and changes nothing.
+    /// trips: reports the daemon's finished jobs (`report` and/or `reports`, optional) and hands
+    /// out up to `max_jobs` jobs, in one transaction, waiting up to `wait_seconds` when there
+    /// are none. Always 200; `jobs` is empty when none came. If one report's lease is not its
+    /// job's current one, the call is a 409 (404 for another organization's job) and changes
+    /// nothing: no report is applied and no job handed out.
     #[oai(path = "/provisionerd/acquire-jobs", method = "post")]
     #[tracing::instrument(skip_all, fields(job_id))]
     async fn acquire_jobs(
@@ -257,15 +258,37 @@ impl ProvisionerdApi {
             daemon,
             max_jobs,
             report,
+            reports,
         } = body.0;
         let mut v = Validations::new();
         let max_jobs = max_jobs.unwrap_or(1);
         if !(1..=MAX_BATCH as i64).contains(&max_jobs) {
             v.push("max_jobs", format!("must be between 1 and {MAX_BATCH}"));
         }
-        let report = report.map(|r| {
+        let listed = reports.unwrap_or_default();
+        if listed.len() + usize::from(report.is_some()) > MAX_BATCH {
+            v.push(
+                "reports",
+                format!("at most {MAX_BATCH} reports per call (`report` included)"),
+            );
+        }
+        let named = report
+            .map(|r| ("report.".to_string(), r))
+            .into_iter()
+            .chain(
+                listed
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("reports[{i}]."), r)),
+            );
+        let mut seen = std::collections::HashSet::new();
+        let mut reports = Vec::new();
+        for (prefix, r) in named {
+            if !seen.insert(r.job_id) {
+                v.push(format!("{prefix}job_id"), "reported twice in one call");
+            }
             let lease = v
-                .required("report.lease_token", r.lease_token, |l| {
+                .required(&format!("{prefix}lease_token"), r.lease_token, |l| {
                     if l.is_empty() {
                         Err("must not be empty".to_string())
                     } else {
@@ -274,17 +297,17 @@ impl ProvisionerdApi {
                 })
                 .unwrap_or_default();
             let error = if r.error.is_some() || r.error_code.is_some() {
-                parse_failure(&mut v, "report.", r.error, r.error_code)
+                parse_failure(&mut v, &prefix, r.error, r.error_code)
             } else {
                 None
             };
-            Report {
+            reports.push(Report {
                 job_id: r.job_id,
                 organization: auth.key_organization(),
                 lease_token: lease,
                 error,
-            }
-        });
+            });
+        }
         v.finish()?;
         let (registration, wait) = self.resolve_daemon(state, &auth, daemon).await?;
         let runnable = Runnable {
@@ -301,7 +324,8 @@ impl ProvisionerdApi {
             max_jobs: max_jobs as usize,
             wait,
         };
-        let (_, claimed) = acquire_many(&state.claims, &state.shutdown, gone, &ask, report).await?;
+        let (_, claimed) =
+            acquire_many(&state.claims, &state.shutdown, gone, &ask, reports).await?;
         let jobs = claimed
             .claims
             .into_iter()

@@ -39,24 +39,24 @@ pub async fn acquire(
         max_jobs: 1,
         ..ask.clone()
     };
-    Ok(acquire_many(claims, shutdown, gone, &one, None)
+    Ok(acquire_many(claims, shutdown, gone, &one, Vec::new())
         .await?
         .1
         .claims
         .pop())
 }
 
-/// Claims up to `ask.max_jobs` jobs, first finishing `report` in the same transaction if
-/// given (its job is returned). Waits as [`acquire`] does when nothing is claimable; the report
-/// is committed before any wait.
+/// Claims up to `ask.max_jobs` jobs, first finishing `reports` in the same transaction (their
+/// jobs are returned). Waits as [`acquire`] does when nothing is claimable; the reports are
+/// committed before any wait.
 #[tracing::instrument(skip_all, fields(daemon_id = %ask.daemon_id))]
 pub async fn acquire_many(
     claims: &Claims,
     shutdown: &Shutdown,
     gone: impl std::future::Future<Output = ()>,
     ask: &Ask<'_>,
-    report: Option<Report>,
-) -> StoreResult<(Option<crate::domain::job::Job>, Claimed)> {
+    reports: Vec<Report>,
+) -> StoreResult<(Vec<crate::domain::job::Job>, Claimed)> {
     tokio::pin!(gone);
     let deadline = Instant::now() + ask.wait;
     let waiter = claims
@@ -64,39 +64,27 @@ pub async fn acquire_many(
         .wakeups()
         .dispatcher()
         .register(ask.runnable);
-    let mut finished = None;
-    let mut report = report;
+    let mut finished = Vec::new();
+    let mut reports = reports;
     loop {
         let mut attempt = waiter.begin();
         // A daemon that will not wait gets an answer from the database, not from the hints.
         attempt.claim |= ask.wait.is_zero();
-        let claimed = if let Some(report) = report.take() {
-            if attempt.claim {
-                // Report and claim in one statement.
-                let (done, claimed) = claims
-                    .store()
-                    .finish_and_claim(report, ask.daemon_id, ask.runnable, ask.max_jobs)
-                    .await?;
-                claims.events().finished(&done);
-                finished = Some(done);
-                Some(claimed)
-            } else {
-                // This kind of daemon is known to have nothing to run: the report alone, no
-                // claim that would find nothing (the daemon then waits for a hint).
-                let Report {
-                    job_id,
-                    organization,
-                    lease_token,
-                    error,
-                } = report;
-                let done = claims
-                    .store()
-                    .finish_job(job_id, organization, &lease_token, error)
-                    .await?;
-                claims.events().finished(&done);
-                finished = Some(done);
-                None
+        let claimed = if !reports.is_empty() {
+            // Report and claim in one statement; or, when this kind of daemon is known to have
+            // nothing to run, the reports alone (a claim would find nothing; the daemon then
+            // waits for a hint).
+            let k = if attempt.claim { ask.max_jobs } else { 0 };
+            let (done, claimed) = claims
+                .store()
+                .finish_and_claim(&reports, ask.daemon_id, ask.runnable, k)
+                .await?;
+            reports.clear();
+            for job in &done {
+                claims.events().finished(job);
             }
+            finished = done;
+            attempt.claim.then_some(claimed)
         } else if attempt.claim {
             Some(
                 claims

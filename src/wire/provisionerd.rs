@@ -50,7 +50,7 @@ pub struct AcquireResponse {
     pub job: AcquiredJob,
 }
 
-/// Acquire up to `max_jobs` jobs, optionally reporting the daemon's finished job first.
+/// Acquire up to `max_jobs` jobs, optionally reporting the daemon's finished jobs first.
 #[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct AcquireJobsRequest {
     /// Who the daemon is and how long it waits: the fields of `/provisionerd/acquire`.
@@ -61,6 +61,10 @@ pub struct AcquireJobsRequest {
     pub max_jobs: Option<i64>,
     /// A job this daemon finished, reported in the same transaction as the acquire.
     pub report: Option<JobReport>,
+    /// Jobs this daemon finished (with `report`, at most 32 in all, each job once), reported
+    /// in the same transaction as the acquire: all of them, or none if one lease is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reports: Option<Vec<JobReport>>,
 }
 
 /// The outcome of a job, as `/complete` (no `error`) or `/fail` (with `error`) would report it.

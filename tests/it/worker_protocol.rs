@@ -146,6 +146,69 @@ backend_tests! {
         assert_eq!(app.status_of(&owner, &ids[2]).await, "succeeded");
     }
 
+    async fn one_call_reports_several_jobs_all_or_nothing(backend: Backend) {
+        let (app, owner) = spawn_queue(backend).await;
+        let mut ids = Vec::new();
+        for _ in 0..7 {
+            ids.push(app.enqueue(&owner, json!({"type": "workspace_build"})).await["id"].as_str().unwrap().to_string());
+        }
+        let (_, first) = acquire_jobs(&app, json!({"name": "s", "max_jobs": 3, "wait_seconds": 0})).await;
+        assert_eq!(ids_of(&first), ids[0..3]);
+        let report = |job: &Value, error: Option<&str>| {
+            let mut r = json!({"job_id": job["job_id"], "lease_token": job["lease_token"]});
+            if let Some(e) = error {
+                r["error"] = json!(e);
+            }
+            r
+        };
+        let held: Vec<Value> = first["jobs"].as_array().unwrap().clone();
+
+        // Three reports (one a failure) and three new jobs: one statement, one transaction.
+        let before = claims(&app);
+        let (status, second) = acquire_jobs(&app, json!({"name": "s", "max_jobs": 3, "wait_seconds": 0, "report": report(&held[0], None), "reports": [report(&held[1], Some("boom")), report(&held[2], None)]})).await;
+        assert_eq!(status, StatusCode::OK, "{second}");
+        assert_eq!(claims(&app) - before, 1, "three reports and three claims in one statement");
+        assert_eq!(ids_of(&second), ids[3..6]);
+        assert_eq!(app.status_of(&owner, &ids[0]).await, "succeeded");
+        let failed = app.job(&owner, &ids[1]).await;
+        assert_eq!((failed["status"].as_str(), failed["error"].as_str()), (Some("failed"), Some("boom")));
+        assert_eq!(app.status_of(&owner, &ids[2]).await, "succeeded");
+
+        // One stale lease among them: nothing is finished and nothing claimed.
+        let held: Vec<Value> = second["jobs"].as_array().unwrap().clone();
+        let stale = json!({"job_id": held[2]["job_id"], "lease_token": "stale"});
+        let (status, err) = acquire_jobs(&app, json!({"name": "s", "max_jobs": 3, "wait_seconds": 0, "reports": [report(&held[0], None), report(&held[1], None), stale]})).await;
+        assert_error(status, &err, StatusCode::CONFLICT);
+        assert!(err["message"].as_str().unwrap().contains(&ids[5]), "names the stale report: {err}");
+        for id in &ids[3..6] {
+            assert_eq!(app.status_of(&owner, id).await, "running", "{id} changed");
+        }
+        assert_eq!(app.status_of(&owner, &ids[6]).await, "pending", "a refused report claims nothing");
+
+        // Bad lists are a 400 naming the field, and change nothing either.
+        let (status, err) = acquire_jobs(&app, json!({"name": "s", "wait_seconds": 0, "reports": [report(&held[0], None), report(&held[0], None)]})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        assert_eq!(validation_fields(&err), ["reports[1].job_id"]);
+        let (status, err) = acquire_jobs(&app, json!({"name": "s", "wait_seconds": 0, "report": report(&held[0], None), "reports": [{"job_id": held[1]["job_id"]}]})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        assert_eq!(validation_fields(&err), ["reports[0].lease_token"]);
+        let many: Vec<Value> = (0..33).map(|_| json!({"job_id": uuid::Uuid::new_v4(), "lease_token": "x"})).collect();
+        let (status, err) = acquire_jobs(&app, json!({"name": "s", "wait_seconds": 0, "reports": many})).await;
+        assert_error(status, &err, StatusCode::BAD_REQUEST);
+        assert_eq!(validation_fields(&err), ["reports"]);
+        for id in &ids[3..6] {
+            assert_eq!(app.status_of(&owner, id).await, "running", "{id} changed");
+        }
+
+        // The good reports alone land, and the last pending job comes with them.
+        let (status, third) = acquire_jobs(&app, json!({"name": "s", "max_jobs": 3, "wait_seconds": 0, "reports": held.iter().map(|j| report(j, None)).collect::<Vec<_>>()})).await;
+        assert_eq!(status, StatusCode::OK, "{third}");
+        assert_eq!(ids_of(&third), [ids[6].clone()]);
+        for id in &ids[3..6] {
+            assert_eq!(app.status_of(&owner, id).await, "succeeded");
+        }
+    }
+
     async fn one_acquire_hands_out_up_to_k_jobs_in_dispatch_order(backend: Backend) {
         let (app, owner) = spawn_queue(backend).await;
         let prebuild = app.enqueue(&owner, json!({"type": "workspace_build", "initiator": "prebuilds"})).await["id"].as_str().unwrap().to_string();

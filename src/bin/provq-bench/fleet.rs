@@ -337,6 +337,7 @@ async fn daemon(
                     daemon: request.clone(),
                     max_jobs: None,
                     report: report.clone(),
+                    reports: None,
                 })
                 .await
                 .map(|answer| answer.jobs.into_iter().next()),

@@ -1,6 +1,7 @@
 //! The acquire loop and the job slots it fills. Each call to `POST /provisionerd/acquire-jobs`
-//! asks for as many jobs as slots are free and carries the report of a job that finished, so a
-//! daemon whose slots are busy makes one call per job. A job that ends while a call is already
+//! asks for as many jobs as slots are free and carries the reports of every job that finished
+//! since the last call, so a daemon whose slots are busy makes at most one call per job, and
+//! one call per batch when jobs end together. A job that ends while a call is already
 //! waiting for work is reported on its own (the waiting call cannot carry it), as is a report
 //! whose call got no answer: `/complete` and `/fail` with their retries.
 
@@ -118,18 +119,22 @@ impl Slots {
                     () = stop.cancelled() => return Ok(()),
                 }
             }
-            let report = self.pending.pop_front();
+            // Every finished job waiting rides on this call (up to the server's limit).
+            let take = self.pending.len().min(MAX_JOBS_PER_CALL);
+            let reports: Vec<Finished> = self.pending.drain(..take).collect();
             let mut ask = AcquireJobsRequest {
                 daemon: request.clone(),
                 max_jobs: Some(self.free().min(MAX_JOBS_PER_CALL) as i64),
-                report: report.as_ref().map(Finished::report),
+                report: None,
+                reports: (!reports.is_empty())
+                    .then(|| reports.iter().map(Finished::report).collect()),
             };
             if !self.pending.is_empty() {
                 // More reports to deliver: take what is there and come back at once.
                 ask.daemon.wait_seconds = Some(0);
             }
             let Some(answer) = self.call(&ask, stop).await else {
-                if let Some(finished) = report {
+                for finished in reports {
                     self.report_alone(finished, true);
                 }
                 return Ok(());
@@ -142,7 +147,7 @@ impl Slots {
             }
             let error = match answer {
                 Ok(answer) => {
-                    if let Some(f) = &report {
+                    for f in &reports {
                         say!(
                             "job {} reported ({}) with the next acquire",
                             f.job_id,
@@ -157,23 +162,21 @@ impl Slots {
                 Err(e) => e,
             };
             let failure = classify(&error);
-            if let Some(finished) = report {
+            if !reports.is_empty() {
                 match failure {
-                    Failure::LeaseLost => {
-                        say!(
-                            "job {} is no longer ours ({}): not reported",
-                            finished.job_id,
-                            brief(&error)
-                        );
+                    // All or nothing: one stale lease refused every report of the call. Each
+                    // goes alone now, so the others still land and the stale one is dropped.
+                    Failure::LeaseLost | Failure::Rejected => {
+                        for finished in reports {
+                            self.report_alone(finished, false);
+                        }
                         continue;
                     }
-                    // Maybe the daemon's part was refused, not the report: send it alone and
-                    // let the next acquire tell.
-                    Failure::Rejected => {
-                        self.report_alone(finished, false);
-                        continue;
+                    Failure::Transient(_) => {
+                        for finished in reports {
+                            self.report_alone(finished, true);
+                        }
                     }
-                    Failure::Transient(_) => self.report_alone(finished, true),
                 }
             }
             let Failure::Transient(_) = failure else {

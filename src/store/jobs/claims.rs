@@ -21,7 +21,7 @@ use crate::domain::now;
 use crate::domain::secrets::{hash_secret, random_secret};
 use crate::entity::provisioner_job::{self as job, Column};
 use crate::store::rows::job_from_query;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
 
 /// Most claims one statement makes, and most jobs one acquire may ask for.
 pub const MAX_BATCH: usize = 32;
@@ -224,48 +224,62 @@ impl Store {
         self.claim_batch(self.connection(), leases, runnable).await
     }
 
-    /// Finishes the daemon's previous job and claims up to `k` more, in one transaction (one
-    /// statement on PostgreSQL). A report whose lease does not match changes nothing and claims
-    /// nothing: the error is the one `finish_job` gives.
+    /// Finishes the daemon's reported jobs and claims up to `k` more (none when `k` is 0), in
+    /// one transaction (one statement on PostgreSQL). The reports are all or nothing: if one
+    /// lease does not match, nothing is finished and nothing claimed, and the error is the one
+    /// `finish_job` gives for the first such report.
     pub async fn finish_and_claim(
         &self,
-        report: Report,
+        reports: &[Report],
         daemon_id: Uuid,
         runnable: &Runnable,
         k: usize,
-    ) -> StoreResult<(Job, Claimed)> {
-        let k = k.clamp(1, MAX_BATCH);
+    ) -> StoreResult<(Vec<Job>, Claimed)> {
+        if reports.is_empty() {
+            return Ok((Vec::new(), self.claim_jobs(daemon_id, runnable, k).await?));
+        }
+        let k = k.min(MAX_BATCH);
         let (secrets, leases) = new_leases(daemon_id, k);
         let outcome = match self.backend() {
-            DbBackend::Postgres => self.finish_and_claim_pg(&report, &leases, runnable).await?,
+            DbBackend::Postgres => self.finish_and_claim_pg(reports, &leases, runnable).await?,
             _ => {
                 let txn = self.connection().begin().await?;
-                let finished = super::finish_update(
-                    report.job_id,
-                    report.organization,
-                    &report.lease_token,
-                    report.error.clone(),
-                )
-                .exec_with_returning(&txn)
-                .await?
-                .pop();
-                match finished {
-                    Some(done) => {
-                        let (rows, more) = self.claim_batch(&txn, &leases, runnable).await?;
-                        txn.commit().await?;
-                        Some((Job::try_from(done)?, rows, more))
+                let mut done = Vec::with_capacity(reports.len());
+                for report in reports {
+                    let finished = super::finish_update(
+                        report.job_id,
+                        report.organization,
+                        &report.lease_token,
+                        report.error.clone(),
+                    )
+                    .exec_with_returning(&txn)
+                    .await?
+                    .pop();
+                    match finished {
+                        Some(row) => done.push(Job::try_from(row)?),
+                        None => break,
                     }
-                    None => {
-                        txn.rollback().await?;
-                        None
-                    }
+                }
+                if done.len() < reports.len() {
+                    txn.rollback().await?;
+                    None
+                } else {
+                    let (rows, more) = if leases.is_empty() {
+                        (Vec::new(), false)
+                    } else {
+                        self.claim_batch(&txn, &leases, runnable).await?
+                    };
+                    txn.commit().await?;
+                    Some((done, rows, more))
                 }
             }
         };
         let Some((done, rows, more)) = outcome else {
-            return Err(self.lease_failure(report.job_id, report.organization).await);
+            return Err(self.report_failure(reports).await);
         };
-        self.touch_worker(done.worker_id).await?;
+        if let Some(job) = done.first() {
+            self.touch_worker(job.worker_id).await?;
+        }
         Ok((
             done,
             Claimed {
@@ -275,75 +289,140 @@ impl Store {
         ))
     }
 
-    /// PostgreSQL's report-and-acquire: one statement whose first CTE finishes the job and
-    /// whose claim runs only if that matched.
+    /// Why a set of reports was refused: the error of the first report whose lease is not its
+    /// job's current one (naming the job when there were several).
+    async fn report_failure(&self, reports: &[Report]) -> StoreError {
+        let hashes: Vec<String> = reports
+            .iter()
+            .map(|r| hash_secret(&r.lease_token))
+            .collect();
+        for (report, hashed) in reports.iter().zip(&hashes) {
+            let held = match self.job_by_id(report.job_id).await {
+                Ok(job) => {
+                    job.lease_token.as_deref() == Some(hashed.as_str())
+                        && job.completed_at.is_none()
+                        && report.organization.is_none_or(|o| o == job.organization_id)
+                }
+                Err(_) => false,
+            };
+            if held {
+                continue;
+            }
+            return match self.lease_failure(report.job_id, report.organization).await {
+                StoreError::Conflict { message, field } if reports.len() > 1 => {
+                    StoreError::Conflict {
+                        message: format!("Job {}: {message}", report.job_id),
+                        field,
+                    }
+                }
+                e => e,
+            };
+        }
+        // Every lease matches now: a report raced a change and lost; the daemon may resend.
+        StoreError::conflict(
+            "A reported job changed while the report was applied; nothing was changed.",
+            None,
+        )
+    }
+
+    /// PostgreSQL's report-and-acquire: one statement that locks the reported jobs under their
+    /// leases, finishes them only if every one matched, and then claims (only if they did).
     async fn finish_and_claim_pg(
         &self,
-        report: &Report,
+        reports: &[Report],
         leases: &[(Uuid, String)],
         runnable: &Runnable,
-    ) -> StoreResult<Option<(Job, Vec<Job>, bool)>> {
+    ) -> StoreResult<Option<(Vec<Job>, Vec<Job>, bool)>> {
         let backend = DbBackend::Postgres;
-        let claim = claim_sql(
-            backend,
-            leases,
-            runnable,
-            " AND EXISTS (SELECT 1 FROM finished)",
-        );
-        let mut values = claim.values;
+        let claim = (!leases.is_empty())
+            .then(|| claim_sql(backend, leases, runnable, " AND (SELECT all_held FROM ok)"));
+        let mut values = claim.as_ref().map(|c| c.values.clone()).unwrap_or_default();
         let mut param = |v: Value| {
             values.push(v);
             format!("${}", values.len())
         };
+        let rows: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let (error, code) = match &r.error {
+                    Some((message, code)) => {
+                        (Some(message.clone()), code.map(|c| c.as_str().to_string()))
+                    }
+                    None => (None, None),
+                };
+                format!(
+                    "({}::uuid, {}::text, {}::text, {}::text)",
+                    param(r.job_id.into()),
+                    param(hash_secret(&r.lease_token).into()),
+                    param(Value::String(error)),
+                    param(Value::String(code)),
+                )
+            })
+            .collect();
+        // A provisioner key's reports all carry its organization.
+        let organization = match reports.iter().find_map(|r| r.organization) {
+            Some(org) => format!(" AND j.organization_id = {}", param(org.into())),
+            None => String::new(),
+        };
         let at = now();
-        let mut set = format!(
-            "completed_at = {}, updated_at = {}",
-            param(at.into()),
-            param(at.into())
+        let (completed, updated) = (param(at.into()), param(at.into()));
+        let held = format!(
+            "want (id, lease, error, code) AS (VALUES {rows}), \
+             held AS (SELECT j.id FROM provisioner_jobs j JOIN want \
+             ON j.id = want.id AND j.lease_token = want.lease \
+             WHERE j.completed_at IS NULL{organization} FOR UPDATE OF j), \
+             ok AS (SELECT count(*) = {n} AS all_held FROM held), \
+             finished AS (UPDATE provisioner_jobs SET completed_at = {completed}, \
+             updated_at = {updated}, \
+             error = CASE WHEN want.error IS NULL THEN provisioner_jobs.error ELSE want.error END, \
+             error_code = CASE WHEN want.error IS NULL THEN provisioner_jobs.error_code \
+             ELSE want.code END \
+             FROM want JOIN held ON held.id = want.id \
+             WHERE provisioner_jobs.id = want.id AND (SELECT all_held FROM ok) \
+             RETURNING provisioner_jobs.*)",
+            rows = rows.join(", "),
+            n = reports.len(),
         );
-        if let Some((message, code)) = &report.error {
-            set.push_str(&format!(
-                ", error = {}, error_code = {}",
-                param(message.clone().into()),
-                param(Value::String(code.map(|c| c.as_str().to_string())))
-            ));
+        let sql = match &claim {
+            Some(claim) => format!(
+                "WITH {held}, {ctes}, claimed AS ({update}) \
+                 SELECT 'finished' AS kind, finished.*, 0 AS pending_seen FROM finished \
+                 UNION ALL SELECT 'claimed' AS kind, claimed.* FROM claimed",
+                ctes = claim.ctes,
+                update = claim.update,
+            ),
+            None => format!(
+                "WITH {held} SELECT 'finished' AS kind, finished.*, 0 AS pending_seen \
+                 FROM finished"
+            ),
+        };
+        if claim.is_some() {
+            self.claim_statements.fetch_add(1, Ordering::Relaxed);
         }
-        let mut condition = format!(
-            "id = {} AND lease_token = {} AND completed_at IS NULL",
-            param(report.job_id.into()),
-            param(hash_secret(&report.lease_token).into())
-        );
-        if let Some(org) = report.organization {
-            condition.push_str(&format!(" AND organization_id = {}", param(org.into())));
-        }
-        let sql = format!(
-            "WITH finished AS (UPDATE provisioner_jobs SET {set} WHERE {condition} \
-             RETURNING provisioner_jobs.*), {ctes}, claimed AS ({update}) \
-             SELECT 'finished' AS kind, finished.*, 0 AS pending_seen FROM finished \
-             UNION ALL SELECT 'claimed' AS kind, claimed.* FROM claimed",
-            ctes = claim.ctes,
-            update = claim.update,
-        );
-        self.claim_statements.fetch_add(1, Ordering::Relaxed);
         let rows = self
             .connection()
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
-        let mut done = None;
+        let mut done = Vec::with_capacity(reports.len());
         let mut claimed = Vec::new();
         let mut seen = 0i64;
         for row in rows {
             let kind: String = row.try_get("", "kind")?;
             let model = job_from_query(&row)?;
             if kind == "finished" {
-                done = Some(model);
+                done.push(model);
             } else {
                 seen = seen.max(row.try_get("", "pending_seen")?);
                 claimed.push(model);
             }
         }
+        if done.len() < reports.len() {
+            return Ok(None);
+        }
+        // In report order, as the daemon sent them.
+        done.sort_by_key(|j| reports.iter().position(|r| r.job_id == j.id));
         let more = seen > claimed.len() as i64;
-        Ok(done.map(|d| (d, claimed, more)))
+        Ok(Some((done, claimed, more)))
     }
 
     /// One statement that claims up to one job per `(daemon, hashed lease)` and gives each
