@@ -11,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::ApiTags;
-use super::access::{org_for_member, org_for_owner};
+use super::access::{org_id_for_member, org_id_for_owner};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::job_views::{ProvisionerJob, ProvisionerJobInput, ProvisionerJobMetadata, present_all};
@@ -176,7 +176,7 @@ impl JobsApi {
         organization: Path<String>,
         body: Json<EnqueueJobRequest>,
     ) -> Result<JobCreated, ApiError> {
-        let org = org_for_member(state, &caller, &organization.0).await?;
+        let org = org_id_for_member(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         let job_type = v.required("type", body.job_type, |t| JobType::parse(&t));
@@ -205,7 +205,7 @@ impl JobsApi {
             unreachable!("validated above");
         };
         let new = NewJob {
-            organization_id: org.id,
+            organization_id: org,
             initiator_id: initiator,
             job_type,
             provisioner,
@@ -215,9 +215,7 @@ impl JobsApi {
             metadata: serde_json::to_value(metadata).expect("serialisable"),
         };
         let job = state.events.enqueue(new).await?;
-        Ok(JobCreated::Created(Json(
-            self.one(state, org.id, job).await?,
-        )))
+        Ok(JobCreated::Created(Json(self.one(state, org, job).await?)))
     }
 
     /// Jobs of the organization, newest first, filtered. Multi-valued parameters accept comma
@@ -246,7 +244,7 @@ impl JobsApi {
         #[oai(name = "initiator")]
         _initiator: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJob>>, ApiError> {
-        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let org = org_id_for_owner(state, &caller, &organization.0).await?;
         let raw = request.uri().query().unwrap_or_default();
         let Ok(pairs) = serde_urlencoded::from_str::<Vec<(String, String)>>(raw) else {
             let mut v = Validations::new();
@@ -262,8 +260,8 @@ impl JobsApi {
             tags: query.tags,
             initiator,
         };
-        let jobs = state.store.list_jobs(org.id, &filter, query.limit).await?;
-        Ok(Json(present_all(state, org.id, jobs).await?))
+        let jobs = state.store.list_jobs(org, &filter, query.limit).await?;
+        Ok(Json(present_all(state, org, jobs).await?))
     }
 
     /// One job.
@@ -279,9 +277,9 @@ impl JobsApi {
         organization: Path<String>,
         job: Path<Uuid>,
     ) -> Result<Json<ProvisionerJob>, ApiError> {
-        let org = org_for_owner(state, &caller, &organization.0).await?;
-        let job = state.store.job(org.id, job.0).await?;
-        Ok(Json(self.one(state, org.id, job).await?))
+        let org = org_id_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org, job.0).await?;
+        Ok(Json(self.one(state, org, job).await?))
     }
 
     /// Cancels a job: pending → canceled at once, running → canceling.
@@ -299,7 +297,7 @@ impl JobsApi {
         /// Cancel only if the job is in this status (`pending` or `running`); 412 otherwise.
         expect_status: Query<Option<String>>,
     ) -> Result<Json<Message>, ApiError> {
-        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let org = org_id_for_owner(state, &caller, &organization.0).await?;
         let expect = match expect_status.0.as_deref() {
             None => None,
             Some("pending") => Some(JobStatus::Pending),
@@ -315,7 +313,7 @@ impl JobsApi {
         };
         state
             .events
-            .cancel(org.id, job.0, expect, &caller.user.username)
+            .cancel(org, job.0, expect, &caller.user.username)
             .await?;
         Ok(Json(Message {
             message: "Job has been marked as canceled...".into(),
@@ -334,7 +332,7 @@ impl JobsApi {
         organization: Path<String>,
         body: Json<CancelJobsRequest>,
     ) -> Result<Json<CancelJobsResponse>, ApiError> {
-        let org = org_for_owner(state, &caller, &organization.0).await?;
+        let org = org_id_for_owner(state, &caller, &organization.0).await?;
         let body = body.0;
         let mut v = Validations::new();
         if body.ids.is_none()
@@ -373,7 +371,7 @@ impl JobsApi {
         };
         let canceled = state
             .events
-            .cancel_many(org.id, &filter, &caller.user.username)
+            .cancel_many(org, &filter, &caller.user.username)
             .await?;
         Ok(Json(CancelJobsResponse {
             count: canceled.len() as u64,
@@ -399,8 +397,8 @@ impl JobsApi {
         #[oai(name = "follow")]
         _follow: Query<Option<String>>,
     ) -> Result<Json<Vec<ProvisionerJobLog>>, ApiError> {
-        let org = org_for_owner(state, &caller, &organization.0).await?;
-        let job = state.store.job(org.id, job.0).await?;
+        let org = org_id_for_owner(state, &caller, &organization.0).await?;
+        let job = state.store.job(org, job.0).await?;
         let logs = state.store.job_logs(job.id, after.0.unwrap_or(0)).await?;
         Ok(Json(logs.into_iter().map(Into::into).collect()))
     }

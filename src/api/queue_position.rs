@@ -119,7 +119,7 @@ pub async fn queue_numbers(
     let snapshot = state.store.queue_snapshot(organization_id).await?;
     let groups = &snapshot.groups;
     // Online kinds that can run the same groups have the same order: one set each.
-    let mut sets: Vec<(BTreeSet<usize>, i64)> = Vec::new();
+    let mut sets: Vec<BTreeSet<usize>> = Vec::new();
     for kind in daemons.kinds.iter().filter(|k| k.online) {
         let set: BTreeSet<usize> = groups
             .iter()
@@ -127,9 +127,8 @@ pub async fn queue_numbers(
             .filter(|(_, g)| g.provisioner().is_some_and(|p| kind.runs(&g.tags, p)))
             .map(|(i, _)| i)
             .collect();
-        if !set.is_empty() && !sets.iter().any(|(s, _)| *s == set) {
-            let size = set.iter().map(|&i| groups[i].count()).sum();
-            sets.push((set, size));
+        if !set.is_empty() && !sets.contains(&set) {
+            sets.push(set);
         }
     }
     // Per job: the sets of the daemons that can run it, and one query per group in them.
@@ -143,11 +142,11 @@ pub async fn queue_numbers(
             continue;
         };
         let relevant: Vec<usize> = (0..sets.len())
-            .filter(|&s| sets[s].0.contains(&own))
+            .filter(|&s| sets[s].contains(&own))
             .collect();
         let mut query_of = HashMap::new();
         for &s in &relevant {
-            for &g in &sets[s].0 {
+            for &g in &sets[s] {
                 query_of.entry(g).or_insert_with(|| {
                     queries.push(AheadQuery {
                         group: g,
@@ -163,8 +162,16 @@ pub async fn queue_numbers(
             plans.push((j, relevant, query_of));
         }
     }
-    let ahead = snapshot.ahead(&queries).await?;
-    snapshot.finish().await?;
+    let ranks = snapshot.ahead(&queries).await?;
+    // Sizes in the snapshot the ranks were counted in.
+    let size_of = |set: &BTreeSet<usize>| -> i64 {
+        set.iter()
+            .map(|&g| {
+                let (humans, prebuilds) = ranks.sizes[g];
+                humans + prebuilds
+            })
+            .sum()
+    };
     let mut numbers = HashMap::with_capacity(plans.len());
     for (j, relevant, query_of) in plans {
         let mut best = QueueNumbers {
@@ -172,10 +179,11 @@ pub async fn queue_numbers(
             size: 0,
         };
         for s in relevant {
-            let (set, size) = &sets[s];
-            let rank = 1 + set.iter().map(|g| ahead[query_of[g]]).sum::<i64>();
-            best.position = best.position.min(rank.min(*size));
-            best.size = best.size.max(*size);
+            let set = &sets[s];
+            let size = size_of(set);
+            let rank = 1 + set.iter().map(|g| ranks.ahead[query_of[g]]).sum::<i64>();
+            best.position = best.position.min(rank.min(size));
+            best.size = best.size.max(size);
         }
         numbers.insert(jobs[j].id, best);
     }

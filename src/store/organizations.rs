@@ -58,6 +58,15 @@ impl Store {
     /// Resolves `{organization}` in a path: an id, a name, or the keyword `default`. Names
     /// (and the keyword) are compared ignoring case, as in Coder: they are unique regardless
     /// of case, so `Acme` finds `acme`.
+    /// The id of the organization `ident` names; the default keyword costs no statement (the
+    /// default organization's id never changes). For routes that need only the id.
+    pub async fn resolve_organization_id(&self, ident: &str) -> StoreResult<Uuid> {
+        if is_default_keyword(ident) {
+            return self.default_organization_id().await;
+        }
+        Ok(self.resolve_organization(ident).await?.id)
+    }
+
     pub async fn resolve_organization(&self, ident: &str) -> StoreResult<Organization> {
         if is_default_keyword(ident) {
             return self.default_organization().await;

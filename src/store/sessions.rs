@@ -47,7 +47,9 @@ impl Store {
 
     /// Checks a token and slides its expiry forward.
     pub async fn check_session(&self, token: &SessionToken) -> StoreResult<SessionCheck> {
-        let Some(key) = api_key::Entity::find_by_id(token.id.clone())
+        // The key and its user in one statement: every authenticated request runs it.
+        let Some((key, owner)) = api_key::Entity::find_by_id(token.id.clone())
+            .find_also_related(user::Entity)
             .one(self.connection())
             .await?
         else {
@@ -60,10 +62,7 @@ impl Store {
         if key.expires_at <= at {
             return Ok(SessionCheck::Expired(key.expires_at));
         }
-        let Some(owner) = user::Entity::find_by_id(key.user_id)
-            .one(self.connection())
-            .await?
-        else {
+        let Some(owner) = owner else {
             return Ok(SessionCheck::Invalid);
         };
         if at - key.last_used >= REFRESH_AFTER {

@@ -19,7 +19,7 @@ mod reap;
 
 pub use claims::{Claimed, MAX_BATCH, Report, group_key};
 
-pub use queue::{AheadQuery, PendingGroup, QueueSnapshot};
+pub use queue::{AheadQuery, PendingGroup, QueueSnapshot, Ranks};
 pub use reap::{ReapPolicy, ReapReason, ReapedJob};
 
 use super::logs::{NewLog, cap_logs, insert_logs};

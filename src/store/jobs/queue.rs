@@ -10,14 +10,13 @@
 //!   jobs (what a list shows first, and the whole flood of prebuilds) and the humans at the front
 //!   cost a few index entries each.
 //!
-//! The reads of one answer run in one read-only transaction, so sizes and ranks come from the
-//! same snapshot.
+//! Sizes and ranks come from one snapshot without a transaction: the statement that counts the
+//! jobs behind the page's jobs re-reads the group sizes too (a single statement sees one
+//! snapshot on both backends). The groups are read first only to plan that statement; a group
+//! that appears in between is not part of the answer, one that empties counts zero.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, IsolationLevel, Statement,
-    TransactionTrait, Value,
-};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait, Value};
 use uuid::Uuid;
 
 use super::super::{Store, StoreError, StoreResult};
@@ -63,12 +62,23 @@ pub struct AheadQuery {
     pub id: Uuid,
 }
 
-/// One consistent view of an organization's queue (a read-only transaction).
+/// An organization's pending groups, read to plan the rank statements; the numbers themselves
+/// come from [`QueueSnapshot::ahead`], whose statements re-read the counts they are answered
+/// against (see the module doc).
 pub struct QueueSnapshot {
-    txn: DatabaseTransaction,
-    backend: DbBackend,
+    store: Store,
     organization_id: Uuid,
     pub groups: Vec<PendingGroup>,
+}
+
+/// Ranks and the group sizes they were counted against.
+#[derive(Debug, Clone, Default)]
+pub struct Ranks {
+    /// Per query: pending jobs of its group ahead of the job, in dispatch order.
+    pub ahead: Vec<i64>,
+    /// Per group of the snapshot (same index): `(humans, prebuilds)` pending in the statement's
+    /// snapshot; a group that emptied since the plan has `(0, 0)`.
+    pub sizes: Vec<(i64, i64)>,
 }
 
 /// Sums of `provisioner_queue_counts` rows, optionally for one organization.
@@ -148,47 +158,53 @@ pub(crate) fn into_groups(
 
 impl QueueSnapshot {
     /// Pending jobs of each `query`'s group (and class) ahead of the job, in dispatch order
-    /// (humans before prebuilds, then oldest first). Two statements at most.
-    pub async fn ahead(&self, queries: &[AheadQuery]) -> StoreResult<Vec<i64>> {
-        let mut answers = vec![0; queries.len()];
+    /// (humans before prebuilds, then oldest first), and the group sizes in the same snapshot.
+    /// One statement (one snapshot on both backends, no transaction) when every job has fewer
+    /// than [`SHORT_SIDE`] jobs behind it; a second one counts ahead of the deeper jobs, and
+    /// the sizes are then those of the second.
+    pub async fn ahead(&self, queries: &[AheadQuery]) -> StoreResult<Ranks> {
         if queries.is_empty() {
-            return Ok(answers);
+            return Ok(Ranks::default());
         }
-        let behind = self.count(queries, true).await?;
+        let mut answers = vec![0; queries.len()];
+        let (behind, mut sizes) = self.count(queries, true).await?;
         let mut far: Vec<usize> = Vec::new();
         for (i, (q, behind)) in queries.iter().zip(behind).enumerate() {
-            let group = &self.groups[q.group];
+            let (humans, prebuilds) = sizes[q.group];
             if behind < SHORT_SIDE {
-                let class = if q.is_prebuild {
-                    group.prebuilds
-                } else {
-                    group.humans
-                };
-                answers[i] = (class - behind).max(0);
+                let class = if q.is_prebuild { prebuilds } else { humans };
+                // Every human job of the group comes before a prebuild.
+                let first = if q.is_prebuild { humans } else { 0 };
+                answers[i] = first + (class - behind).max(0);
             } else {
                 far.push(i);
             }
         }
         if !far.is_empty() {
             let deep: Vec<AheadQuery> = far.iter().map(|&i| queries[i].clone()).collect();
-            for (&i, n) in far.iter().zip(self.count(&deep, false).await?) {
-                answers[i] = n;
+            let (ahead, later) = self.count(&deep, false).await?;
+            for (&i, n) in far.iter().zip(ahead) {
+                let q = &queries[i];
+                answers[i] = n + if q.is_prebuild { later[q.group].0 } else { 0 };
             }
+            sizes = later;
         }
-        for (answer, q) in answers.iter_mut().zip(queries) {
-            if q.is_prebuild {
-                // Every human job of the group comes first.
-                *answer += self.groups[q.group].humans;
-            }
-        }
-        Ok(answers)
+        Ok(Ranks {
+            ahead: answers,
+            sizes,
+        })
     }
 
     /// Per query, the pending jobs of its group and class at or after the job (`behind`,
-    /// bounded by [`SHORT_SIDE`]) or strictly before it (unbounded): one statement.
-    async fn count(&self, queries: &[AheadQuery], behind: bool) -> StoreResult<Vec<i64>> {
-        let mut values: Vec<Value> = Vec::with_capacity(queries.len() * 7);
-        let backend = self.backend;
+    /// bounded by [`SHORT_SIDE`]) or strictly before it (unbounded), and every planned group's
+    /// `(humans, prebuilds)`: one statement, so one snapshot.
+    async fn count(
+        &self,
+        queries: &[AheadQuery],
+        behind: bool,
+    ) -> StoreResult<(Vec<i64>, Vec<(i64, i64)>)> {
+        let mut values: Vec<Value> = Vec::with_capacity(queries.len() * 6 + 1);
+        let backend = self.store.backend();
         let mut param = |v: Value| {
             values.push(v);
             match backend {
@@ -197,7 +213,13 @@ impl QueueSnapshot {
             }
         };
         let pending = JobStatus::Pending.sql_predicate();
-        let mut parts = Vec::with_capacity(queries.len());
+        // The sizes first: their typed columns name the union's types.
+        let org = param(self.organization_id.into());
+        let mut parts = vec![format!(
+            "SELECT CAST(-1 AS BIGINT) AS q, CAST(SUM(n) AS BIGINT) AS n, tags_key, \
+             provisioner, is_prebuild FROM provisioner_queue_counts \
+             WHERE organization_id = {org} GROUP BY tags_key, provisioner, is_prebuild"
+        )];
         for (i, q) in queries.iter().enumerate() {
             let g = &self.groups[q.group];
             let org = param(self.organization_id.into());
@@ -221,53 +243,50 @@ impl QueueSnapshot {
             parts.push(format!(
                 "SELECT CAST({i} AS BIGINT) AS q, (SELECT COUNT(*) FROM (SELECT 1 FROM provisioner_jobs \
                  WHERE organization_id = {org} AND tags_key = {key} AND provisioner = {provisioner} \
-                 AND is_prebuild = {prebuild} AND {pending} AND {side}{limit}) AS s) AS n"
+                 AND is_prebuild = {prebuild} AND {pending} AND {side}{limit}) AS s) AS n, \
+                 NULL, NULL, NULL"
             ));
         }
         let sql = parts.join(" UNION ALL ");
         let rows = self
-            .txn
+            .store
+            .connection()
             .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
         let mut counts = vec![0; queries.len()];
+        let mut sizes = vec![(0, 0); self.groups.len()];
         for row in rows {
             let q: i64 = row.try_get("", "q")?;
-            counts[q as usize] = row.try_get("", "n")?;
+            let n: i64 = row.try_get("", "n")?;
+            if q >= 0 {
+                counts[q as usize] = n;
+                continue;
+            }
+            let key: String = row.try_get("", "tags_key")?;
+            let provisioner: String = row.try_get("", "provisioner")?;
+            let prebuild: bool = row.try_get("", "is_prebuild")?;
+            if let Some(g) = self
+                .groups
+                .iter()
+                .position(|g| g.contains(&key, &provisioner))
+            {
+                if prebuild {
+                    sizes[g].1 += n;
+                } else {
+                    sizes[g].0 += n;
+                }
+            }
         }
-        Ok(counts)
-    }
-
-    /// Ends the read-only transaction.
-    pub async fn finish(self) -> StoreResult<()> {
-        self.txn.commit().await?;
-        Ok(())
+        Ok((counts, sizes))
     }
 }
 
 impl Store {
-    /// Opens a consistent read of an organization's queue and reads its group sizes.
+    /// Reads an organization's pending groups, to plan the rank statements of an answer.
     pub async fn queue_snapshot(&self, organization_id: Uuid) -> StoreResult<QueueSnapshot> {
-        let backend = self.backend();
-        let (isolation, access) = match backend {
-            DbBackend::Postgres => (
-                Some(IsolationLevel::RepeatableRead),
-                Some(AccessMode::ReadOnly),
-            ),
-            _ => (None, None),
-        };
-        let txn = self
-            .connection()
-            .begin_with_config(isolation, access)
-            .await?;
-        let rows = read_counts(&txn, Some(organization_id)).await?;
-        let groups = into_groups(
-            rows.into_iter()
-                .map(|(_, key, provisioner, prebuild, n)| (key, provisioner, prebuild, n))
-                .collect(),
-        )?;
+        let groups = self.pending_groups(organization_id).await?;
         Ok(QueueSnapshot {
-            txn,
-            backend,
+            store: self.clone(),
             organization_id,
             groups,
         })
