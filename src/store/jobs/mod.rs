@@ -40,6 +40,16 @@ fn cancel_chunk(backend: DbBackend) -> u64 {
     }
 }
 
+/// Most ids one cancel statement names (`id IN (…)`). Over TLS, a PostgreSQL message larger than
+/// one TLS record (16 KiB) goes out in two writes, and with Nagle's algorithm on (sqlx does not
+/// set `TCP_NODELAY`) the second waits for the server's delayed ACK, 40 ms: 500 ids stay under
+/// it. The walk of pending jobs names no ids at all (see [`Store::cancel_walk_pg`]).
+const CANCEL_IDS_PER_STATEMENT: usize = 500;
+
+/// Where a bulk cancel's walk of the pending jobs stands: the dispatch key of the last job it
+/// looked at.
+type WalkKey = (bool, chrono::DateTime<chrono::Utc>, Uuid);
+
 /// A job about to be enqueued; every field is already validated.
 #[derive(Debug, Clone)]
 pub struct NewJob {
@@ -401,8 +411,9 @@ impl Store {
                 .add(Column::Id.is_in(ids))
         };
         // Named jobs: just those, a chunk at a time.
+        let per_statement = (chunk_size as usize).min(CANCEL_IDS_PER_STATEMENT);
         if let Some(ids) = &filter.ids {
-            for ids in ids.chunks(chunk_size as usize) {
+            for ids in ids.chunks(per_statement) {
                 let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
                 on_chunk(&chunk);
                 canceled.extend(chunk.iter().map(|j| j.id));
@@ -419,45 +430,48 @@ impl Store {
         // the pending index alone, an index-only range scan that starts where the last chunk
         // ended. The filter is applied by each chunk's `UPDATE`, not by the walk: with it, the
         // planners misjudge how many rows match and scan and sort the whole table per chunk.
-        let mut after: Option<(bool, chrono::DateTime<chrono::Utc>, Uuid)> = None;
+        let mut after: Option<WalkKey> = None;
         while wants(JobStatus::Pending) {
-            let mut next = job::Entity::find()
-                .select_only()
-                .column(Column::Id)
-                .column(Column::IsPrebuild)
-                .column(Column::CreatedAt)
-                .filter(Column::OrganizationId.eq(organization_id))
-                .filter(Column::StartedAt.is_null())
-                .filter(Column::CanceledAt.is_null())
-                .filter(Column::CompletedAt.is_null())
-                .order_by_asc(Column::IsPrebuild)
-                .order_by_asc(Column::CreatedAt)
-                .order_by_asc(Column::Id)
-                .limit(chunk_size);
-            if let Some((prebuild, at, id)) = after {
-                let sql = match self.backend() {
-                    DbBackend::Postgres => "(is_prebuild, created_at, id) > ($1, $2, $3)",
-                    _ => "(is_prebuild, created_at, id) > (?, ?, ?)",
+            let (chunk, last, more) = if self.backend() == DbBackend::Postgres {
+                self.cancel_walk_pg(organization_id, filter, after, chunk_size)
+                    .await?
+            } else {
+                let mut next = job::Entity::find()
+                    .select_only()
+                    .column(Column::Id)
+                    .column(Column::IsPrebuild)
+                    .column(Column::CreatedAt)
+                    .filter(Column::OrganizationId.eq(organization_id))
+                    .filter(Column::StartedAt.is_null())
+                    .filter(Column::CanceledAt.is_null())
+                    .filter(Column::CompletedAt.is_null())
+                    .order_by_asc(Column::IsPrebuild)
+                    .order_by_asc(Column::CreatedAt)
+                    .order_by_asc(Column::Id)
+                    .limit(chunk_size);
+                if let Some((prebuild, at, id)) = after {
+                    next = next.filter(Expr::cust_with_values(
+                        "(is_prebuild, created_at, id) > (?, ?, ?)",
+                        [sea_orm::Value::from(prebuild), at.into(), id.into()],
+                    ));
+                }
+                let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
+                    next.into_tuple().all(self.connection()).await?;
+                let last = rows.last().map(|&(id, prebuild, at)| (prebuild, at, id));
+                let more = rows.len() as u64 == chunk_size;
+                let chunk = if rows.is_empty() {
+                    Vec::new()
+                } else {
+                    self.cancel_chunk(filtered(rows.into_iter().map(|r| r.0).collect()))
+                        .await?
                 };
-                next = next.filter(Expr::cust_with_values(
-                    sql,
-                    [sea_orm::Value::from(prebuild), at.into(), id.into()],
-                ));
-            }
-            let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
-                next.into_tuple().all(self.connection()).await?;
-            let Some(&(last, prebuild, at)) = rows.last() else {
-                break;
+                (chunk, last, more)
             };
-            after = Some((prebuild, at, last));
-            let more = rows.len() as u64 == chunk_size;
-            let chunk = self
-                .cancel_chunk(filtered(rows.into_iter().map(|r| r.0).collect()))
-                .await?;
             on_chunk(&chunk);
             canceled.extend(chunk.iter().map(|j| j.id));
-            if !more {
-                break;
+            match last {
+                Some(key) if more => after = Some(key),
+                _ => break,
             }
         }
         // Running jobs (at most one per busy daemon slot) on the running index, read at once;
@@ -473,7 +487,7 @@ impl Store {
                 .into_tuple()
                 .all(self.connection())
                 .await?;
-            for ids in running.chunks(chunk_size as usize) {
+            for ids in running.chunks(per_statement) {
                 let chunk = self.cancel_chunk(filtered(ids.to_vec())).await?;
                 on_chunk(&chunk);
                 canceled.extend(chunk.iter().map(|j| j.id));
@@ -513,6 +527,82 @@ impl Store {
             .exec_with_returning(self.connection())
             .await?;
         rows::all(rows)
+    }
+
+    /// One chunk of a bulk cancel's walk on PostgreSQL, in one statement: the next `chunk_size`
+    /// pending jobs after `after` in dispatch order (an index-only range scan of the pending
+    /// index, unfiltered: see [`Store::cancel_jobs`]), the cancel of those `filter` matches
+    /// (with their queue counts, as [`Store::cancel_chunk`]), and where the walk stands. No id
+    /// goes over the wire, so the statement stays small. Returns the canceled jobs, the last
+    /// walked job's key, and whether the walk was a full chunk (there may be more).
+    async fn cancel_walk_pg(
+        &self,
+        organization_id: Uuid,
+        filter: &JobFilter,
+        after: Option<WalkKey>,
+        chunk_size: u64,
+    ) -> StoreResult<(Vec<Job>, Option<WalkKey>, bool)> {
+        let condition = self
+            .filter_condition(organization_id, filter)
+            .add(Expr::cust("provisioner_jobs.id IN (SELECT id FROM walk)"));
+        let update =
+            sea_orm::QueryTrait::build(&self.cancel_update(condition), DbBackend::Postgres);
+        let mut values = update.values.map(|v| v.0).unwrap_or_default();
+        let mut param = |v: sea_orm::Value| {
+            values.push(v);
+            format!("${}", values.len())
+        };
+        let org = param(organization_id.into());
+        let start = match after {
+            Some((prebuild, at, id)) => format!(
+                " AND (is_prebuild, created_at, id) > ({}, {}, {})",
+                param(prebuild.into()),
+                param(at.into()),
+                param(id.into())
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
+            "WITH flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
+             walk AS MATERIALIZED (SELECT id, is_prebuild, created_at FROM provisioner_jobs \
+             WHERE organization_id = {org} AND started_at IS NULL AND canceled_at IS NULL \
+             AND completed_at IS NULL{start} ORDER BY is_prebuild, created_at, id LIMIT {chunk_size}), \
+             canceled AS ({update} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
+             counted AS (INSERT INTO provisioner_queue_counts \
+             (organization_id, tags_key, provisioner, is_prebuild, n) \
+             SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
+             WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild), \
+             last AS (SELECT (SELECT COUNT(*) FROM walk) AS walked, w.is_prebuild AS walk_prebuild, \
+             w.created_at AS walk_created_at, w.id AS walk_id FROM (SELECT 1) AS one LEFT JOIN \
+             (SELECT * FROM walk ORDER BY is_prebuild DESC, created_at DESC, id DESC LIMIT 1) AS w \
+             ON true) \
+             SELECT last.*, canceled.* FROM last LEFT JOIN canceled ON true",
+            update = update.sql,
+        );
+        let rows = sea_orm::ConnectionTrait::query_all_raw(
+            self.connection(),
+            sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values),
+        )
+        .await?;
+        let mut chunk = Vec::with_capacity(rows.len());
+        let (mut last, mut more) = (None, false);
+        for row in rows {
+            let walked: i64 = row.try_get("", "walked")?;
+            more = walked as u64 == chunk_size;
+            let key: Option<Uuid> = row.try_get("", "walk_id")?;
+            if let Some(id) = key {
+                last = Some((
+                    row.try_get("", "walk_prebuild")?,
+                    row.try_get("", "walk_created_at")?,
+                    id,
+                ));
+            }
+            let canceled: Option<Uuid> = row.try_get("", "id")?;
+            if canceled.is_some() {
+                chunk.push(rows::job_from_query(&row)?);
+            }
+        }
+        Ok((chunk, last, more))
     }
 
     /// A chunk of a bulk cancel. On PostgreSQL the statement also records the jobs that left
