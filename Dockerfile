@@ -16,7 +16,9 @@ RUN apt-get update \
 COPY --from=build /src/target/release/provq /usr/local/bin/provq
 USER provq:provq
 WORKDIR /var/lib/provq
-ENV PROVQ_LISTEN=0.0.0.0:8080 \
+# MALLOC_ARENA_MAX: see deploy/provq.service.
+ENV MALLOC_ARENA_MAX=2 \
+    PROVQ_LISTEN=0.0.0.0:8080 \
     PROVQ_PROMETHEUS__LISTEN=0.0.0.0:2112 \
     PROVQ_DATABASE_URL=sqlite:///var/lib/provq/provq.db?mode=rwc
 EXPOSE 8080 2112

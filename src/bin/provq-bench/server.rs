@@ -152,6 +152,8 @@ impl Child {
             ])
             // The bench's own variable would be an unknown setting to the server.
             .env_remove("PROVQ_BENCH_POSTGRES_URL")
+            // As the shipped unit and image run it (deploy/provq.service).
+            .env("MALLOC_ARENA_MAX", "2")
             .env("PROVQ_PROVISIONER__DAEMON_PSK", "bench-psk")
             .env("PROVQ_PROVISIONER__STALE_AFTER_SECS", "3600")
             .env("PROVQ_RATE_LIMIT__API_PER_MINUTE", "0")
