@@ -23,6 +23,10 @@ const ACQUIRE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const ACQUIRE_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Most jobs the server hands out in one call (`max_jobs`).
 const MAX_JOBS_PER_CALL: usize = 32;
+/// How long a call may be out before it counts as waiting for work: a call that finds jobs
+/// answers within milliseconds, and the reports of jobs that end meanwhile ride on the next one
+/// instead of going alone.
+const REPORT_GRACE: Duration = Duration::from_millis(50);
 
 /// `base` with ±25 % of random jitter, so a fleet of daemons does not retry in step.
 fn jittered(base: Duration) -> Duration {
@@ -204,8 +208,9 @@ impl Slots {
     }
 
     /// One acquire; `None` when `stop` came first (the call is abandoned). A job that ends
-    /// while the call waits for work is reported on its own, or, when the call does not wait,
-    /// kept for the next one.
+    /// while the call is out is kept for the next call; once the call has been out for
+    /// [`REPORT_GRACE`] it is waiting for work, and what ended (and ends) meanwhile is reported
+    /// on its own. A call that does not wait keeps everything for the next one.
     async fn call(
         &mut self,
         ask: &AcquireJobsRequest,
@@ -215,15 +220,24 @@ impl Slots {
         let waits = ask.daemon.wait_seconds.unwrap_or(super::WAIT_SECONDS) > 0;
         let call = worker.acquire_jobs(ask);
         tokio::pin!(call);
+        let grace = tokio::time::sleep(REPORT_GRACE);
+        tokio::pin!(grace);
+        let mut waiting = false;
         loop {
             tokio::select! {
                 answer = &mut call => return Some(answer),
                 Some(result) = self.running.join_next() => {
                     let Some(finished) = Self::ended(result) else { continue };
-                    if waits {
+                    if waiting {
                         self.report_alone(finished, false);
                     } else {
                         self.pending.push_back(finished);
+                    }
+                }
+                () = &mut grace, if waits && !waiting => {
+                    waiting = true;
+                    while let Some(finished) = self.pending.pop_front() {
+                        self.report_alone(finished, false);
                     }
                 }
                 () = stop.cancelled() => return None,
