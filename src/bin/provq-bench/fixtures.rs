@@ -137,7 +137,12 @@ pub async fn fill_jobs(
         let prebuild = is_pending && ((i - finished) as f64) < pending as f64 * prebuild_share;
         let prebuild = prebuild || (!is_pending && i % 2 == 0);
         batch.push(provisioner_job::ActiveModel {
-            id: Set(Uuid::new_v4()),
+            // Time-ordered ids, as the store gives them (UUIDv7 of the creation time).
+            id: Set(Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                at.timestamp() as u64,
+                at.timestamp_subsec_nanos(),
+            ))),
             created_at: Set(at),
             updated_at: Set(at),
             started_at: Set((!is_pending).then_some(at)),

@@ -171,7 +171,11 @@ impl Store {
         }
         let at = now();
         let model = job::ActiveModel {
-            id: Set(Uuid::new_v4()),
+            // Time-ordered (UUIDv7): jobs enqueued together sit together in the primary key, so
+            // every rewrite of them (claim, finish, a bulk cancel's chunk) touches a few index
+            // pages instead of one per job: a 1,000-job cancel chunk wrote 1.3 MB of WAL instead
+            // of 5.5 MB (123 full-page images instead of 935).
+            id: Set(Uuid::now_v7()),
             created_at: Set(at),
             updated_at: Set(at),
             started_at: Set(None),
