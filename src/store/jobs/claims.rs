@@ -292,23 +292,17 @@ impl Store {
     /// Why a set of reports was refused: the error of the first report whose lease is not its
     /// job's current one (naming the job when there were several).
     async fn report_failure(&self, reports: &[Report]) -> StoreError {
-        let hashes: Vec<String> = reports
-            .iter()
-            .map(|r| hash_secret(&r.lease_token))
-            .collect();
-        for (report, hashed) in reports.iter().zip(&hashes) {
-            let held = match self.job_by_id(report.job_id).await {
-                Ok(job) => {
-                    job.lease_token.as_deref() == Some(hashed.as_str())
-                        && job.completed_at.is_none()
-                        && report.organization.is_none_or(|o| o == job.organization_id)
-                }
-                Err(_) => false,
-            };
+        for report in reports {
+            let found = self.job_by_id(report.job_id).await;
+            let held = found.as_ref().is_ok_and(|job| {
+                job.lease_token.as_deref() == Some(hash_secret(&report.lease_token).as_str())
+                    && job.completed_at.is_none()
+                    && report.organization.is_none_or(|o| o == job.organization_id)
+            });
             if held {
                 continue;
             }
-            return match self.lease_failure(report.job_id, report.organization).await {
+            return match super::lease_error(found, report.organization) {
                 StoreError::Conflict { message, field } if reports.len() > 1 => {
                     StoreError::Conflict {
                         message: format!("Job {}: {message}", report.job_id),

@@ -159,6 +159,36 @@ fn finish_update(
     update.filter(Store::leased(id, organization, lease_token))
 }
 
+/// The CTEs of a PostgreSQL cancel chunk (see [`Store::cancel_chunk`]): set
+/// `provq.counts_by_statement`, run `update` (a cancel whose `WHERE` the caller built) as
+/// `canceled`, and write the chunk's `provisioner_queue_counts` rows as `counted`. `walk`: CTEs
+/// the update refers to, each followed by `, `.
+fn counted_cancel_ctes(walk: &str, update: &str) -> String {
+    debug_assert!(update.contains(" WHERE "), "a cancel always filters");
+    format!(
+        "flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
+         {walk}canceled AS ({update} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
+         counted AS (INSERT INTO provisioner_queue_counts \
+         (organization_id, tags_key, provisioner, is_prebuild, n) \
+         SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
+         WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild)"
+    )
+}
+
+/// [`Store::lease_failure`] for a job already read (`found`).
+fn lease_error(found: StoreResult<Job>, organization: Option<Uuid>) -> StoreError {
+    match found {
+        Ok(job) if organization.is_some_and(|org| org != job.organization_id) => {
+            StoreError::NotFound
+        }
+        Ok(_) => StoreError::conflict(
+            "The lease is not this job's current lease: the job was finished, canceled or reaped.",
+            None,
+        ),
+        Err(e) => e,
+    }
+}
+
 impl Store {
     /// Inserts a pending job. A prebuild job while prebuilds are paused is a conflict.
     pub async fn enqueue_job(&self, new: NewJob) -> StoreResult<Job> {
@@ -267,16 +297,7 @@ impl Store {
     /// Why a lease-guarded write matched nothing: the job is missing (or belongs to another
     /// organization than the caller's), or the lease is stale.
     async fn lease_failure(&self, id: Uuid, organization: Option<Uuid>) -> StoreError {
-        match self.job_by_id(id).await {
-            Ok(job) if organization.is_some_and(|org| org != job.organization_id) => {
-                StoreError::NotFound
-            }
-            Ok(_) => StoreError::conflict(
-                "The lease is not this job's current lease: the job was finished, canceled or reaped.",
-                None,
-            ),
-            Err(e) => e,
-        }
+        lease_error(self.job_by_id(id).await, organization)
     }
 
     /// The lease-guarded rows a daemon's report may change: this job, under this lease, not
@@ -440,36 +461,8 @@ impl Store {
                 self.cancel_walk_pg(organization_id, filter, after, chunk_size)
                     .await?
             } else {
-                let mut next = job::Entity::find()
-                    .select_only()
-                    .column(Column::Id)
-                    .column(Column::IsPrebuild)
-                    .column(Column::CreatedAt)
-                    .filter(Column::OrganizationId.eq(organization_id))
-                    .filter(Column::StartedAt.is_null())
-                    .filter(Column::CanceledAt.is_null())
-                    .filter(Column::CompletedAt.is_null())
-                    .order_by_asc(Column::IsPrebuild)
-                    .order_by_asc(Column::CreatedAt)
-                    .order_by_asc(Column::Id)
-                    .limit(chunk_size);
-                if let Some((prebuild, at, id)) = after {
-                    next = next.filter(Expr::cust_with_values(
-                        "(is_prebuild, created_at, id) > (?, ?, ?)",
-                        [sea_orm::Value::from(prebuild), at.into(), id.into()],
-                    ));
-                }
-                let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
-                    next.into_tuple().all(self.connection()).await?;
-                let last = rows.last().map(|&(id, prebuild, at)| (prebuild, at, id));
-                let more = rows.len() as u64 == chunk_size;
-                let chunk = if rows.is_empty() {
-                    Vec::new()
-                } else {
-                    self.cancel_chunk(filtered(rows.into_iter().map(|r| r.0).collect()))
-                        .await?
-                };
-                (chunk, last, more)
+                self.cancel_walk(organization_id, filter, after, chunk_size)
+                    .await?
             };
             on_chunk(&chunk);
             canceled.extend(chunk.iter().map(|j| j.id));
@@ -533,6 +526,49 @@ impl Store {
         rows::all(rows)
     }
 
+    /// One chunk of a bulk cancel's walk (SQLite): the next `chunk_size` pending jobs after
+    /// `after` in dispatch order on the pending index, then the cancel of those `filter`
+    /// matches. Returns what [`Store::cancel_walk_pg`] does.
+    async fn cancel_walk(
+        &self,
+        organization_id: Uuid,
+        filter: &JobFilter,
+        after: Option<WalkKey>,
+        chunk_size: u64,
+    ) -> StoreResult<(Vec<Job>, Option<WalkKey>, bool)> {
+        let mut next = job::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::IsPrebuild)
+            .column(Column::CreatedAt)
+            .filter(Column::OrganizationId.eq(organization_id))
+            .filter(Column::StartedAt.is_null())
+            .filter(Column::CanceledAt.is_null())
+            .filter(Column::CompletedAt.is_null())
+            .order_by_asc(Column::IsPrebuild)
+            .order_by_asc(Column::CreatedAt)
+            .order_by_asc(Column::Id)
+            .limit(chunk_size);
+        if let Some((prebuild, at, id)) = after {
+            next = next.filter(Expr::cust_with_values(
+                "(is_prebuild, created_at, id) > (?, ?, ?)",
+                [sea_orm::Value::from(prebuild), at.into(), id.into()],
+            ));
+        }
+        let rows: Vec<(Uuid, bool, chrono::DateTime<chrono::Utc>)> =
+            next.into_tuple().all(self.connection()).await?;
+        let last = rows.last().map(|&(id, prebuild, at)| (prebuild, at, id));
+        let more = rows.len() as u64 == chunk_size;
+        if rows.is_empty() {
+            return Ok((Vec::new(), last, more));
+        }
+        let ids: Vec<Uuid> = rows.into_iter().map(|r| r.0).collect();
+        let condition = self
+            .filter_condition(organization_id, filter)
+            .add(Column::Id.is_in(ids));
+        Ok((self.cancel_chunk(condition).await?, last, more))
+    }
+
     /// One chunk of a bulk cancel's walk on PostgreSQL, in one statement: the next `chunk_size`
     /// pending jobs after `after` in dispatch order (an index-only range scan of the pending
     /// index, unfiltered: see [`Store::cancel_jobs`]), the cancel of those `filter` matches
@@ -566,22 +602,20 @@ impl Store {
             ),
             None => String::new(),
         };
-        let sql = format!(
-            "WITH flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
-             walk AS MATERIALIZED (SELECT id, is_prebuild, created_at FROM provisioner_jobs \
+        let walk = format!(
+            "walk AS MATERIALIZED (SELECT id, is_prebuild, created_at FROM provisioner_jobs \
              WHERE organization_id = {org} AND started_at IS NULL AND canceled_at IS NULL \
-             AND completed_at IS NULL{start} ORDER BY is_prebuild, created_at, id LIMIT {chunk_size}), \
-             canceled AS ({update} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
-             counted AS (INSERT INTO provisioner_queue_counts \
-             (organization_id, tags_key, provisioner, is_prebuild, n) \
-             SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
-             WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild), \
+             AND completed_at IS NULL{start} ORDER BY is_prebuild, created_at, id \
+             LIMIT {chunk_size}), "
+        );
+        let sql = format!(
+            "WITH {ctes}, \
              last AS (SELECT (SELECT COUNT(*) FROM walk) AS walked, w.is_prebuild AS walk_prebuild, \
              w.created_at AS walk_created_at, w.id AS walk_id FROM (SELECT 1) AS one LEFT JOIN \
              (SELECT * FROM walk ORDER BY is_prebuild DESC, created_at DESC, id DESC LIMIT 1) AS w \
              ON true) \
              SELECT last.*, canceled.* FROM last LEFT JOIN canceled ON true",
-            update = update.sql,
+            ctes = counted_cancel_ctes(&walk, &update.sql),
         );
         let rows = sea_orm::ConnectionTrait::query_all_raw(
             self.connection(),
@@ -624,16 +658,9 @@ impl Store {
         }
         let update =
             sea_orm::QueryTrait::build(&self.cancel_update(condition), DbBackend::Postgres);
-        debug_assert!(update.sql.contains(" WHERE "), "a cancel always filters");
         let sql = format!(
-            "WITH flag AS MATERIALIZED (SELECT set_config('provq.counts_by_statement', 'on', true)), \
-             canceled AS ({} AND EXISTS (SELECT 1 FROM flag) RETURNING *), \
-             counted AS (INSERT INTO provisioner_queue_counts \
-             (organization_id, tags_key, provisioner, is_prebuild, n) \
-             SELECT organization_id, tags_key, provisioner, is_prebuild, -COUNT(*) FROM canceled \
-             WHERE started_at IS NULL GROUP BY organization_id, tags_key, provisioner, is_prebuild) \
-             SELECT * FROM canceled",
-            update.sql
+            "WITH {} SELECT * FROM canceled",
+            counted_cancel_ctes("", &update.sql)
         );
         let values = update.values.map(|v| v.0).unwrap_or_default();
         let rows = <job::Model as sea_orm::FromQueryResult>::find_by_statement(
