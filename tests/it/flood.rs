@@ -15,7 +15,7 @@ use provq::entity::provisioner_job;
 use provq::store::daemons::DaemonRegistration;
 use provq::store::jobs::Runnable;
 use reqwest::StatusCode;
-use sea_orm::{ActiveValue::Set, EntityTrait};
+use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -319,6 +319,69 @@ backend_tests! {
         // Nothing left in the queue.
         let (_, list) = app.get(&format!("{LIST}?status=pending"), Some(&owner)).await;
         assert_eq!(list, json!([]));
+    }
+
+    async fn a_bulk_cancel_passes_a_held_job_and_comes_back_for_it(backend: Backend) {
+        // PostgreSQL's row locks: the cancel's first walk passes over a job another
+        // transaction holds (a claim in flight) instead of waiting for it and keeping it locked
+        // for the rest of its chunk, and its second walk cancels that job once it is released.
+        // SQLite has one writer and no row locks: nothing to pass over.
+        if backend != Backend::Postgres {
+            return;
+        }
+        let (app, owner) = spawn_queue(backend).await;
+        let pool = tags(&[("pool", "held")]);
+        let total = 2_500usize;
+        let jobs: Vec<(Tags, bool, i64)> = (0..total).map(|i| (pool.clone(), true, 10_000 - i as i64)).collect();
+        insert_jobs(&app, Uuid::nil(), &jobs).await;
+        // The front of the queue (the oldest prebuild), where the first chunk starts.
+        let front = provisioner_job::Entity::find()
+            .order_by_asc(provisioner_job::Column::CreatedAt)
+            .one(app.state.store.connection())
+            .await
+            .unwrap()
+            .unwrap()
+            .id;
+        let holder = sea_orm::TransactionTrait::begin(app.state.store.connection()).await.unwrap();
+        sea_orm::ConnectionTrait::execute_raw(
+            &holder,
+            sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT id FROM provisioner_jobs WHERE id = $1 FOR UPDATE",
+                [front.into()],
+            ),
+        )
+        .await
+        .unwrap();
+        let answered = AtomicBool::new(false);
+        let cancel = async {
+            let answer = app
+                .post(&format!("{LIST}/cancel"), Some(&owner), json!({"initiator": "prebuilds", "status": ["pending"]}))
+                .await;
+            answered.store(true, Ordering::Release);
+            answer
+        };
+        let hold = async {
+            // Every other job is canceled and committed while the front one is held.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let rows = provisioner_job::Entity::find().all(app.state.store.connection()).await.unwrap();
+                let canceled = rows.iter().filter(|j| status_of(j) == JobStatus::Canceled).count();
+                if canceled == total - 1 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cancel did not pass the held job ({canceled} canceled)");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!answered.load(Ordering::Acquire), "the cancel waits for the held job before it answers");
+            holder.rollback().await.unwrap();
+        };
+        let ((status, body), ()) = tokio::join!(cancel, hold);
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["count"], json!(total), "{body}");
+        let held = provisioner_job::Entity::find_by_id(front).one(app.state.store.connection()).await.unwrap().unwrap();
+        assert_eq!(status_of(&held), JobStatus::Canceled, "the held job was canceled on the second walk");
     }
 
     async fn presenting_a_job_does_not_cost_daemons_times_tags(backend: Backend) {

@@ -335,7 +335,8 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
             }
         }));
     }
-    let enqueued: Arc<Mutex<HashMap<Uuid, Instant>>> = Arc::default();
+    // Per human job: when its enqueue call started and when its 201 arrived.
+    let enqueued: Arc<Mutex<HashMap<Uuid, (Instant, Instant)>>> = Arc::default();
     let humans = {
         let (client, base, token, stop, enqueued) = (
             client.clone(),
@@ -364,7 +365,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
                 if let Ok(job) = resp.json::<Value>().await
                     && let Some(id) = job["id"].as_str().and_then(|s| Uuid::parse_str(s).ok())
                 {
-                    enqueued.lock().await.insert(id, sent);
+                    enqueued.lock().await.insert(id, (sent, Instant::now()));
                 }
             }
         })
@@ -395,10 +396,23 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
     let acquired = acquired.lock().await.clone();
     let mut pickup: Vec<Duration> = enqueued
         .iter()
-        .filter_map(|(id, sent)| {
+        .filter_map(|(id, (sent, _))| {
             acquired
                 .get(id)
                 .map(|at| at.saturating_duration_since(*sent))
+        })
+        .collect();
+    // The same split in two: the enqueue call, and from its 201 to the daemon's acquire.
+    let mut enqueue_calls: Vec<Duration> = enqueued
+        .values()
+        .map(|(sent, answered)| answered.saturating_duration_since(*sent))
+        .collect();
+    let mut after_201: Vec<Duration> = enqueued
+        .iter()
+        .filter_map(|(id, (_, answered))| {
+            acquired
+                .get(id)
+                .map(|at| at.saturating_duration_since(*answered))
         })
         .collect();
     let not_picked = enqueued
@@ -418,6 +432,16 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
         ),
         &mut pickup,
         "p99 ≤ 50 ms",
+    ));
+    rows.push(row(
+        "  of which the enqueue call",
+        &mut enqueue_calls,
+        "(breakdown)",
+    ));
+    rows.push(row(
+        "  of which from the 201 to the acquire",
+        &mut after_201,
+        "(breakdown)",
     ));
     let (mut acq, mut comp) = std::mem::take(&mut *worker_calls.lock().await);
     rows.push(row(
