@@ -54,6 +54,46 @@ impl Tags {
         self.0.iter().all(|(k, v)| daemon.0.get(k) == Some(v))
     }
 
+    /// The canonical keys ([`Tags::key`]) of every tag set of a job a daemon with these tags
+    /// may run, if there are at most `limit`; `None` when there are more. Job tags always hold
+    /// `scope` and `owner` ([`Tags::normalize`]), so a runnable set is the daemon's `scope` and
+    /// `owner` plus a subset of its other tags: a daemon with one tag of its own runs one tag
+    /// set, and a claim can then look at that set's jobs alone instead of stepping over every
+    /// other set's jobs ahead of them.
+    pub fn runnable_keys(&self, limit: usize) -> Option<Vec<String>> {
+        let (Some(scope), Some(owner)) = (self.0.get(SCOPE), self.0.get(OWNER)) else {
+            return None;
+        };
+        let extras: Vec<(&String, &String)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != SCOPE && k.as_str() != OWNER)
+            .collect();
+        if extras.len() > 8 {
+            return None;
+        }
+        let mut keys = Vec::new();
+        for mask in 0u32..(1 << extras.len()) {
+            let mut set = BTreeMap::from([
+                (SCOPE.to_string(), scope.clone()),
+                (OWNER.to_string(), owner.clone()),
+            ]);
+            for (i, (k, v)) in extras.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    set.insert((*k).clone(), (*v).clone());
+                }
+            }
+            let job = Self(set);
+            if job.satisfied_by(self) {
+                keys.push(job.key());
+                if keys.len() > limit {
+                    return None;
+                }
+            }
+        }
+        Some(keys)
+    }
+
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
     }
@@ -183,6 +223,40 @@ mod tests {
         assert!(Tags::normalize([("scope".into(), "user".into())].into(), None).is_err());
         assert!(Tags::normalize([("a\0".into(), "b".into())].into(), None).is_err());
         assert!(Tags::normalize([("a".into(), "\0".into())].into(), None).is_err());
+    }
+
+    #[test]
+    fn runnable_keys_are_every_set_the_daemon_runs() {
+        let u = Uuid::new_v4();
+        let key = |t: Tags| t.key();
+        // One tag set each.
+        for daemon in [
+            Tags::untagged(),
+            tags(&[("os", "linux")], None),
+            tags(&[("scope", "user")], Some(u)),
+        ] {
+            assert_eq!(
+                daemon.runnable_keys(1),
+                Some(vec![daemon.key()]),
+                "{daemon:?}"
+            );
+        }
+        // A user's daemon with a tag of its own also runs the user's untagged jobs.
+        let user_linux = tags(&[("scope", "user"), ("os", "linux")], Some(u));
+        let mut both = user_linux.runnable_keys(4).unwrap();
+        both.sort();
+        let mut want = vec![key(tags(&[("scope", "user")], Some(u))), user_linux.key()];
+        want.sort();
+        assert_eq!(both, want);
+        assert_eq!(user_linux.runnable_keys(1), None, "more than the limit");
+        // Two tags of its own: each alone and both (the untagged set is not run).
+        let linux_gpu = tags(&[("os", "linux"), ("gpu", "yes")], None);
+        let keys = linux_gpu.runnable_keys(8).unwrap();
+        assert_eq!(keys.len(), 3);
+        for k in &keys {
+            assert!(Tags::from_key(k).unwrap().satisfied_by(&linux_gpu));
+        }
+        assert!(!keys.contains(&Tags::untagged().key()));
     }
 
     #[test]
