@@ -1,5 +1,7 @@
 //! The `ProvisionerJob` JSON of Coder, and turning job rows into it.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -112,8 +114,18 @@ pub async fn present_all(
     organization_id: Uuid,
     jobs: Vec<Job>,
 ) -> Result<Vec<ProvisionerJob>, ApiError> {
+    // The daemons and the queue's groups are independent reads: one round trip of waiting,
+    // not two (the groups only when a job on the page is pending).
+    let any_pending = jobs.iter().any(|j| j.status() == JobStatus::Pending);
+    let (daemons, snapshot) =
+        tokio::try_join!(state.store.daemons(Some(organization_id)), async {
+            match any_pending {
+                true => state.store.queue_snapshot(organization_id).await.map(Some),
+                false => Ok(None),
+            }
+        })?;
     let daemons = DaemonIndex::new(
-        state.store.daemons(Some(organization_id)).await?,
+        daemons,
         Liveness::now_secs(state.settings.provisioner.stale_after_secs),
     );
     let pending: Vec<PendingJob<'_>> = jobs
@@ -127,7 +139,10 @@ pub async fn present_all(
             created_at: j.created_at,
         })
         .collect();
-    let queue = queue_numbers(state, organization_id, &pending, &daemons).await?;
+    let queue = match snapshot {
+        Some(snapshot) => queue_numbers(snapshot, &pending, &daemons).await?,
+        None => HashMap::new(),
+    };
     drop(pending);
     Ok(jobs
         .into_iter()

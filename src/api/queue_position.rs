@@ -13,11 +13,10 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::job_views::QueueNumbers;
-use super::state::AppState;
 use crate::domain::daemon::{Daemon, Liveness, can_run};
 use crate::domain::job::Provisioner;
 use crate::domain::tags::Tags;
-use crate::store::jobs::AheadQuery;
+use crate::store::jobs::{AheadQuery, QueueSnapshot};
 
 /// Daemons that can run exactly the same jobs: same tags and provisioners.
 struct DaemonKind {
@@ -108,15 +107,13 @@ pub struct PendingJob<'a> {
 
 /// Queue numbers for `jobs` (all pending; a job that is no longer pending gets none).
 pub async fn queue_numbers(
-    state: &AppState,
-    organization_id: Uuid,
+    snapshot: QueueSnapshot,
     jobs: &[PendingJob<'_>],
     daemons: &DaemonIndex,
 ) -> Result<HashMap<Uuid, QueueNumbers>, ApiError> {
     if jobs.is_empty() || !daemons.any_online() {
         return Ok(HashMap::new());
     }
-    let snapshot = state.store.queue_snapshot(organization_id).await?;
     let groups = &snapshot.groups;
     // Online kinds that can run the same groups have the same order: one set each.
     let mut sets: Vec<BTreeSet<usize>> = Vec::new();
