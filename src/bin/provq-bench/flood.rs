@@ -483,7 +483,7 @@ async fn run_backend(args: &Args, backend: Backend) -> anyhow::Result<()> {
             Some((at.saturating_duration_since(*sent), offset))
         })
         .collect();
-    slowest.sort_by(|a, b| b.0.cmp(&a.0));
+    slowest.sort_by_key(|b| std::cmp::Reverse(b.0));
     let slowest: Vec<String> = slowest
         .iter()
         .take(3)
