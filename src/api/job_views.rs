@@ -114,20 +114,28 @@ pub async fn present_all(
     organization_id: Uuid,
     jobs: Vec<Job>,
 ) -> Result<Vec<ProvisionerJob>, ApiError> {
-    // The daemons and the queue's groups are independent reads: one round trip of waiting,
-    // not two (the groups only when a job on the page is pending).
+    // The daemons and the queue's groups are independent reads. On a pool of connections
+    // (PostgreSQL) they run at once: one round trip of waiting, not two. SQLite's one
+    // connection would run them one after the other anyway, so there the groups are read only
+    // when an online daemon can give them a use: the extra statement cost 15-30 % of the HTTP
+    // enqueue rate with no daemon online.
     let any_pending = jobs.iter().any(|j| j.status() == JobStatus::Pending);
-    let (daemons, snapshot) =
-        tokio::try_join!(state.store.daemons(Some(organization_id)), async {
-            match any_pending {
-                true => state.store.queue_snapshot(organization_id).await.map(Some),
-                false => Ok(None),
-            }
-        })?;
-    let daemons = DaemonIndex::new(
-        daemons,
-        Liveness::now_secs(state.settings.provisioner.stale_after_secs),
-    );
+    let liveness = Liveness::now_secs(state.settings.provisioner.stale_after_secs);
+    let groups = || async {
+        match any_pending {
+            true => state.store.queue_snapshot(organization_id).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (daemons, snapshot) = if state.store.has_connection_pool() {
+        tokio::try_join!(state.store.daemons(Some(organization_id)), groups())?
+    } else {
+        let daemons = state.store.daemons(Some(organization_id)).await?;
+        let online = daemons.iter().any(|d| liveness.is_online(d.last_seen_at));
+        let snapshot = if online { groups().await? } else { None };
+        (daemons, snapshot)
+    };
+    let daemons = DaemonIndex::new(daemons, liveness);
     let pending: Vec<PendingJob<'_>> = jobs
         .iter()
         .filter(|j| j.status() == JobStatus::Pending)

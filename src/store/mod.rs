@@ -206,6 +206,12 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// Whether independent reads gain from running at once: PostgreSQL has a pool of
+    /// connections, SQLite one (see [`Store::connect`]).
+    pub fn has_connection_pool(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+
     /// Applies every pending migration.
     pub async fn migrate_up(&self) -> Result<(), DbErr> {
         Migrator::up(&self.db, None).await
