@@ -128,14 +128,17 @@ pub async fn present_all(
         }
     };
     let (daemons, snapshot) = if state.store.has_connection_pool() {
-        tokio::try_join!(state.store.daemons(Some(organization_id)), groups())?
+        let (daemons, snapshot) =
+            tokio::try_join!(state.store.daemons(Some(organization_id)), groups())?;
+        (DaemonIndex::new(daemons, liveness), snapshot)
     } else {
-        let daemons = state.store.daemons(Some(organization_id)).await?;
-        let online = daemons.iter().any(|d| liveness.is_online(d.last_seen_at));
-        let snapshot = if online { groups().await? } else { None };
+        let daemons = DaemonIndex::new(state.store.daemons(Some(organization_id)).await?, liveness);
+        let snapshot = match daemons.any_online() {
+            true => groups().await?,
+            false => None,
+        };
         (daemons, snapshot)
     };
-    let daemons = DaemonIndex::new(daemons, liveness);
     let pending: Vec<PendingJob<'_>> = jobs
         .iter()
         .filter(|j| j.status() == JobStatus::Pending)

@@ -91,7 +91,8 @@ impl DaemonIndex {
             .collect()
     }
 
-    fn any_online(&self) -> bool {
+    /// Whether any daemon is online: without one, no job has queue numbers.
+    pub fn any_online(&self) -> bool {
         self.kinds.iter().any(|k| k.online)
     }
 }
